@@ -1,0 +1,170 @@
+"""The one place a model's shape is described and checked.
+
+`HViTConfig` holds every constructor argument of `HierarchialViT`. The seed's arguments keep their
+names and defaults; the extra switches select the PVT v1 or PVT v2 building blocks. `validate()` is
+the single gatekeeper: every invalid combination raises a ``ValueError`` that names the field, the
+value, and what would be valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Union
+
+# An SR ratio is an int (PVT: every head attends over one reduced grid) or a tuple of ints (several
+# head groups, each over its own grid: attention at several scales at once, as in Shunted Transformer).
+SRRatio = Union[int, tuple[int, ...]]
+
+
+@dataclass
+class HViTConfig:
+    """Configuration of a hierarchical (pyramid) vision transformer.
+
+    Args:
+        img_size: image side the position embeddings are sized for; other sizes still run.
+        patch_size: stride of the stage-1 patch embedding (16 in the seed, 4 in PVT).
+        in_chans: channels of the input image.
+        num_classes: classifier outputs; 0 means no head (features only).
+        embed_dims: token width of each stage.
+        num_heads: attention heads of each stage.
+        mlp_ratios: hidden width of each stage's MLP, as a multiple of its token width.
+        depths: transformer blocks in each stage.
+        sr_ratios: spatial-reduction ratio of each stage: keys and values come from a grid this many
+            times coarser. A tuple splits the stage's heads into groups, one ratio each.
+        qkv_bias: learn a bias in the query/key/value projection.
+        drop_rate: dropout after the MLP and attention projections and before the head.
+        attn_drop_rate: dropout on the attention probabilities.
+        drop_path_rate: stochastic depth, rising linearly to this value over all blocks.
+        overlap_patch_embed: PVT v2's overlapping patch embedding (kernel 2*stride-1) instead of
+            PVT v1's non-overlapping one (kernel = stride).
+        pos_embed: learn a position embedding per stage (PVT v1); PVT v2 relies on its convolutions.
+        cls_token: prepend a class token in the last stage and classify from it (PVT v1);
+            otherwise classify from the average of the last feature map.
+        mlp_dwconv: 3x3 depth-wise convolution inside every MLP (PVT v2).
+        linear_sra: "linear" SRA of PVT v2-li: keys pooled to a fixed ``pool_size`` grid.
+        pool_size: key grid side used by linear SRA.
+        downsample_stride: stride of the patch embedding between stages.
+        stage_norm: LayerNorm at the end of every stage (PVT v2) instead of one final norm (PVT v1).
+        norm_eps: epsilon of the block LayerNorms.
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dims: tuple[int, ...] = (64, 128, 256, 512)
+    num_heads: tuple[int, ...] = (1, 2, 4, 8)
+    mlp_ratios: tuple[float, ...] = (4, 4, 4, 4)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    sr_ratios: tuple[SRRatio, ...] = (8, 4, 2, 1)
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    overlap_patch_embed: bool = False
+    pos_embed: bool = True
+    cls_token: bool = True
+    mlp_dwconv: bool = False
+    linear_sra: bool = False
+    pool_size: int = 7
+    downsample_stride: int = 2
+    stage_norm: bool = False
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        # Accept lists (the seed documents List[int]) but store tuples, so configs compare and hash.
+        for name in ("embed_dims", "num_heads", "mlp_ratios", "depths"):
+            value = getattr(self, name)
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                setattr(self, name, tuple(value))
+        if isinstance(self.sr_ratios, Sequence) and not isinstance(self.sr_ratios, str):
+            self.sr_ratios = tuple(
+                tuple(r) if isinstance(r, Sequence) and not isinstance(r, str) else r for r in self.sr_ratios
+            )
+        self.validate()
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    def stage_sr_groups(self, stage: int) -> tuple[int, ...]:
+        """SR ratio of each head group of ``stage`` (one group for an int ratio)."""
+        r = self.sr_ratios[stage]
+        return (r,) if isinstance(r, int) else tuple(r)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field, its value and what would be valid."""
+
+        def positive_int(name: str, v: Any, minimum: int = 1) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+
+        positive_int("img_size", self.img_size)
+        positive_int("patch_size", self.patch_size)
+        positive_int("in_chans", self.in_chans)
+        positive_int("num_classes", self.num_classes, minimum=0)
+        positive_int("pool_size", self.pool_size)
+        positive_int("downsample_stride", self.downsample_stride)
+
+        per_stage = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
+        for name in per_stage:
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or len(v) == 0:
+                raise ValueError(f"{name} must be a non-empty list with one value per stage, got {v!r}")
+        lengths = {name: len(getattr(self, name)) for name in per_stage}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(
+                "embed_dims, num_heads, mlp_ratios, depths and sr_ratios need one value per stage, "
+                f"but their lengths differ: {lengths}"
+            )
+        for i in range(self.num_stages):
+            positive_int(f"embed_dims[{i}]", self.embed_dims[i])
+            positive_int(f"num_heads[{i}]", self.num_heads[i])
+            positive_int(f"depths[{i}]", self.depths[i])
+            m = self.mlp_ratios[i]
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
+                raise ValueError(f"mlp_ratios[{i}] must be a positive number, got {m!r}")
+            if self.embed_dims[i] % self.num_heads[i]:
+                raise ValueError(
+                    f"embed_dims[{i}]={self.embed_dims[i]} is not divisible by num_heads[{i}]="
+                    f"{self.num_heads[i]}: every head needs the same width; choose a width that is a "
+                    f"multiple of {self.num_heads[i]} or a head count that divides {self.embed_dims[i]}"
+                )
+            groups = self.sr_ratios[i]
+            groups = (groups,) if not isinstance(groups, tuple) else groups
+            if len(groups) == 0:
+                raise ValueError(f"sr_ratios[{i}] is an empty list; give an int >= 1 or a list of them")
+            for r in groups:
+                if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+                    raise ValueError(f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}")
+            if self.num_heads[i] % len(groups):
+                raise ValueError(
+                    f"sr_ratios[{i}]={self.sr_ratios[i]!r} makes {len(groups)} head groups, but "
+                    f"num_heads[{i}]={self.num_heads[i]} heads cannot be split evenly between them"
+                )
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {v!r}")
+        if not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be a positive number, got {self.norm_eps!r}")
+        if self.overlap_patch_embed and self.patch_size < 2:
+            raise ValueError("overlap_patch_embed needs patch_size >= 2 (its kernel is 2*patch_size-1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (tuples become lists), as stored in checkpoints."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = [list(x) if isinstance(x, tuple) else x for x in v]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HViTConfig:
+        """Inverse of :meth:`to_dict`. Unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}; valid fields are {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,8 @@
+"""Building blocks of a pyramid vision transformer, one concept per file."""
+
+from hvit.layers.attention import KeyReduction, MultiScaleAttention
+from hvit.layers.block import Block
+from hvit.layers.mlp import Mlp
+from hvit.layers.patch_embed import PatchEmbed, resize_pos_embed
+
+__all__ = ["Block", "KeyReduction", "Mlp", "MultiScaleAttention", "PatchEmbed", "resize_pos_embed"]

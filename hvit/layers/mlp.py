@@ -1,0 +1,44 @@
+"""The feed-forward half of a transformer block.
+
+PVT v1 uses the plain two-layer MLP of ViT. PVT v2 adds a 3x3 depth-wise convolution between the two
+layers: tokens mix with their spatial neighbours, which is why PVT v2 needs no position embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    """fc1 -> [ReLU] -> [3x3 depth-wise conv] -> GELU -> fc2, on (B, P + H*W, C) tokens.
+
+    Args:
+        dim: token width in and out.
+        hidden_dim: width of the hidden layer (``mlp_ratio * dim``).
+        dwconv: add PVT v2's depth-wise convolution over the token grid.
+        extra_relu: ReLU before the depth-wise conv (PVT v2-li).
+        drop: dropout after the activation and after fc2.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, dwconv: bool = False, extra_relu: bool = False, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.relu = nn.ReLU() if extra_relu else nn.Identity()
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim) if dwconv else None
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
+        """Args: x: (B, P + H*W, C) tokens on ``grid`` = (H, W). Returns: (B, P + H*W, C)."""
+        x = self.fc1(x)  # (B, P + H*W, hidden)
+        if self.dwconv is not None:
+            # Only the grid tokens have neighbours; a class token skips the convolution.
+            prefix, x = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+            b, n, c = x.shape
+            x = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])  # (B, hidden, H, W)
+            x = self.dwconv(self.relu(x)).flatten(2).transpose(1, 2)  # (B, H*W, hidden)
+            x = torch.cat([prefix, x], dim=1) if num_prefix_tokens else x
+        x = self.drop(self.act(x))
+        return self.drop(self.fc2(x))

@@ -1,0 +1,62 @@
+"""What an input image must go through before the model sees it.
+
+Preprocessing travels with the weights (it is saved in every checkpoint), so the apps never hard-code
+an input size or a normalisation: they ask the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocessing:
+    """Input contract of a model.
+
+    Args:
+        img_size: side of the square image the model was built for, in pixels.
+        mean: per-channel mean subtracted after scaling pixels to [0, 1].
+        std: per-channel standard deviation divided by after the mean.
+        interpolation: resize interpolation ("bilinear" or "bicubic").
+        class_names: one readable name per output class, or None when unknown.
+    """
+
+    img_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    class_names: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+        if isinstance(self.img_size, bool) or not isinstance(self.img_size, int) or self.img_size < 1:
+            raise ValueError(f"img_size must be a positive int, got {self.img_size!r}")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(
+                f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {self.interpolation!r}"
+            )
+        if self.class_names is not None:
+            self.class_names = [str(c) for c in self.class_names]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as stored in checkpoints."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        unknown = set(d) - {"img_size", "mean", "std", "interpolation", "class_names"}
+        if unknown:
+            raise ValueError(f"unknown preprocessing fields {sorted(unknown)}")
+        return cls(**d)
