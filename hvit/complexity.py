@@ -82,7 +82,9 @@ class ComplexityReport:
         out = []
         for s in self.stages:
             d = asdict(s)
-            d["query_grid"] = "x".join(map(str, s.query_grid)) + (f" + {s.prefix_tokens} cls" if s.prefix_tokens else "")
+            d["query_grid"] = "x".join(map(str, s.query_grid)) + (
+                f" + {s.prefix_tokens} cls" if s.prefix_tokens else ""
+            )
             d["key_grids"] = ", ".join("x".join(map(str, g)) for g in s.key_grids)
             d["keys"] = ", ".join(map(str, s.keys))
             d["notes"] = " ".join(s.notes)
@@ -152,9 +154,13 @@ def model_complexity(
         embed_macs = h * w * kernel * kernel * c_in * c
         n, p = h * w, stage.num_prefix_tokens
         if (h, w) == (1, 1):
-            notes.append("the token grid is 1x1: the stage sees a single token, so attention has nothing to mix.")
+            notes.append(
+                "the token grid is 1x1: the stage sees a single token, so attention has nothing to mix."
+            )
         if stage.pos_embed is not None and tuple(stage.grid) != (h, w):
-            notes.append(f"position embedding learned for {stage.grid[0]}x{stage.grid[1]} is resized to {h}x{w}.")
+            notes.append(
+                f"position embedding learned for {stage.grid[0]}x{stage.grid[1]} is resized to {h}x{w}."
+            )
 
         groups = cfg.stage_sr_groups(i)
         cg = c // len(groups)
@@ -200,10 +206,17 @@ def model_complexity(
         depth = cfg.depths[i]
         stages.append(
             StageComplexity(
-                stage=i + 1, query_grid=(h, w), key_grids=key_grids, tokens=n, prefix_tokens=p, keys=keys,
+                stage=i + 1,
+                query_grid=(h, w),
+                key_grids=key_grids,
+                tokens=n,
+                prefix_tokens=p,
+                keys=keys,
                 params=_num_params(stage) + (_num_params(model.patch_embed) if i == 0 else 0),
-                macs=embed_macs + depth * (block_macs + attn_macs), attention_macs=depth * attn_macs,
-                attention_bytes=attn_bytes, notes=list(dict.fromkeys(notes)),
+                macs=embed_macs + depth * (block_macs + attn_macs),
+                attention_macs=depth * attn_macs,
+                attention_bytes=attn_bytes,
+                notes=list(dict.fromkeys(notes)),
             )  # fmt: skip
         )
         h_in, w_in, c_in = h, w, c

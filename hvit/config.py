@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Union
+from typing import Any
 
 # An SR ratio is an int (PVT: every head attends over one reduced grid) or a tuple of ints (several
 # head groups, each over its own grid: attention at several scales at once, as in Shunted Transformer).
-SRRatio = Union[int, tuple[int, ...]]
+SRRatio = int | tuple[int, ...]
 
 
 @dataclass
@@ -137,7 +137,9 @@ class HViTConfig:
                 raise ValueError(f"sr_ratios[{i}] is an empty list; give an int >= 1 or a list of them")
             for r in groups:
                 if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                    raise ValueError(f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}")
+                    raise ValueError(
+                        f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}"
+                    )
             if self.num_heads[i] % len(groups):
                 raise ValueError(
                     f"sr_ratios[{i}]={self.sr_ratios[i]!r} makes {len(groups)} head groups, but "

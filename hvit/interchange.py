@@ -43,7 +43,9 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def load_timm_state_dict(model: HierarchialViT, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+def load_timm_state_dict(
+    model: HierarchialViT, state_dict: dict[str, torch.Tensor], strict: bool = True
+) -> None:
     """Load a timm ``pvt_v2_*`` state dict into the matching hvit model.
 
     Args:
@@ -126,12 +128,16 @@ def load_pretrained(model: HierarchialViT, entry: ModelEntry) -> None:
         # copy if one exists, otherwise fail at once with the same clear message.
         cached = _cached_weights(entry.timm_name)
         if cached is None:
-            raise PretrainedUnavailableError(_offline_message(entry.timm_name, "the Hugging Face Hub is unreachable"))
+            raise PretrainedUnavailableError(
+                _offline_message(entry.timm_name, "the Hugging Face Hub is unreachable")
+            )
         overlay = {"file": cached}
     try:
         reference = timm.create_model(entry.timm_name, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as err:  # offline, proxy, missing cache: all end the same way for the user
-        raise PretrainedUnavailableError(_offline_message(entry.timm_name, f"{type(err).__name__}: {err}")) from err
+        raise PretrainedUnavailableError(
+            _offline_message(entry.timm_name, f"{type(err).__name__}: {err}")
+        ) from err
     load_timm_state_dict(model, reference.state_dict())
     from hvit.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 

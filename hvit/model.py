@@ -15,7 +15,7 @@ into detection and segmentation backbones and why every stage is a natural Grad-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -82,7 +82,9 @@ class HierarchicalStage(nn.Module):
         self.dim = dim
         self.grid = tuple(grid)
         self.downsample = (
-            PatchEmbed(in_dim or dim, dim, downsample_stride, overlap) if downsample_stride is not None else None
+            PatchEmbed(in_dim or dim, dim, downsample_stride, overlap)
+            if downsample_stride is not None
+            else None
         )
         self.num_prefix_tokens = 1 if cls_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
@@ -127,7 +129,9 @@ class HierarchicalStage(nn.Module):
         x = x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
         return self.feature_map(x)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(
+        self, x: torch.Tensor, grid: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Like `forward_tokens`, but returns the (B, C, h, w) map the next stage consumes."""
         x, grid = self.forward_tokens(x, grid)
         return self.to_map(x, grid), grid
@@ -191,9 +195,13 @@ class HierarchialViT(nn.Module):
         self.global_pool = "token" if cfg.cls_token else "avg"
         self.preprocessing = preprocessing or Preprocessing(img_size=cfg.img_size)
 
-        self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dims[0], cfg.patch_size, cfg.overlap_patch_embed)
+        self.patch_embed = PatchEmbed(
+            cfg.in_chans, cfg.embed_dims[0], cfg.patch_size, cfg.overlap_patch_embed
+        )
         # Stochastic depth grows linearly with depth over the whole network (as in PVT and timm).
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).split(list(cfg.depths))
+        total = sum(cfg.depths)
+        rates = [cfg.drop_path_rate * k / max(1, total - 1) for k in range(total)]
+        starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
         side, reduction = token_grid(cfg.img_size, cfg.patch_size), cfg.patch_size
         self.stages = nn.ModuleList()
         self.feature_info: list[dict[str, Any]] = []
@@ -202,18 +210,31 @@ class HierarchialViT(nn.Module):
                 side, reduction = token_grid(side, cfg.downsample_stride), reduction * cfg.downsample_stride
             self.stages.append(
                 HierarchicalStage(
-                    cfg.embed_dims[i], cfg.num_heads[i], cfg.mlp_ratios[i], cfg.depths[i], cfg.sr_ratios[i],
+                    cfg.embed_dims[i],
+                    cfg.num_heads[i],
+                    cfg.mlp_ratios[i],
+                    cfg.depths[i],
+                    cfg.sr_ratios[i],
                     in_dim=cfg.embed_dims[i - 1] if i > 0 else None,
                     downsample_stride=cfg.downsample_stride if i > 0 else None,
-                    grid=(side, side), pos_embed=cfg.pos_embed,
+                    grid=(side, side),
+                    pos_embed=cfg.pos_embed,
                     cls_token=cfg.cls_token and i == cfg.num_stages - 1,
-                    stage_norm=cfg.stage_norm, overlap=cfg.overlap_patch_embed, drop_path=dpr[i].tolist(),
-                    norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias, linear_sra=cfg.linear_sra,
-                    pool_size=cfg.pool_size, mlp_dwconv=cfg.mlp_dwconv, drop=cfg.drop_rate,
+                    stage_norm=cfg.stage_norm,
+                    overlap=cfg.overlap_patch_embed,
+                    drop_path=rates[starts[i] : starts[i] + cfg.depths[i]],
+                    norm_eps=cfg.norm_eps,
+                    qkv_bias=cfg.qkv_bias,
+                    linear_sra=cfg.linear_sra,
+                    pool_size=cfg.pool_size,
+                    mlp_dwconv=cfg.mlp_dwconv,
+                    drop=cfg.drop_rate,
                     attn_drop=cfg.attn_drop_rate,
                 )  # fmt: skip
             )
-            self.feature_info.append({"num_chs": cfg.embed_dims[i], "reduction": reduction, "module": f"stages.{i}"})
+            self.feature_info.append(
+                {"num_chs": cfg.embed_dims[i], "reduction": reduction, "module": f"stages.{i}"}
+            )
         self.norm = nn.Identity() if cfg.stage_norm else nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
@@ -257,6 +278,18 @@ class HierarchialViT(nn.Module):
                 f"expected an image batch of shape (B, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
             )
 
+    def _run_stages(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield each stage's (tokens (B, P + h*w, C), map (B, C, h, w)); the last one after the norm."""
+        self._check_input(x)
+        x, grid = self.patch_embed(x)  # (B, H1*W1, C1) tokens on the stage-1 grid
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            tokens, grid = stage.forward_tokens(x, grid)
+            if i == last:
+                tokens = self.norm(tokens)
+            x = stage.to_map(tokens, grid)  # through the stage's `feature_map` hook point
+            yield tokens, x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, C, H, W) images.
 
@@ -264,18 +297,8 @@ class HierarchialViT(nn.Module):
             The last stage's normalised features: a (B, C4, H4, W4) map, or, for models with a class
             token, (B, 1 + H4*W4, C4) tokens with the class token first.
         """
-        self._check_input(x)
-        x, grid = self.patch_embed(x)  # (B, H1*W1, C1)
-        last = len(self.stages) - 1
-        for i, stage in enumerate(self.stages):
-            if i < last:
-                x, grid = stage(x, grid)  # (B, Ci, Hi, Wi)
-            else:
-                x, grid = stage.forward_tokens(x, grid)  # (B, P + H4*W4, C4)
-        x = self.norm(x)
-        if self.stages[-1].num_prefix_tokens:
-            return x
-        return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
+        *_, (tokens, fmap) = self._run_stages(x)
+        return tokens if self.stages[-1].num_prefix_tokens else fmap
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the features of `forward_features` and classify.
@@ -320,19 +343,13 @@ class HierarchialViT(nn.Module):
             take = [i % n for i in indices]
         if any(i < 0 or i >= n for i in take) or not take:
             raise ValueError(f"indices must select stages in 0..{n - 1}, got {indices!r}")
-        self._check_input(x)
-        x, grid = self.patch_embed(x)
         maps = []
-        for i, stage in enumerate(self.stages):
-            tokens, grid = stage.forward_tokens(x, grid)
-            if i == n - 1:
-                tokens = self.norm(tokens)
-            x = stage.to_map(tokens, grid)
+        for i, (tokens, fmap) in enumerate(self._run_stages(x)):  # noqa: B007 (tokens used below)
             if i in take:
-                maps.append(x)
+                maps.append(fmap)
             if intermediates_only and i == max(take):
                 return maps
-        final = tokens if self.stages[-1].num_prefix_tokens else x
+        final = tokens if self.stages[-1].num_prefix_tokens else fmap
         return final, maps
 
     def summary(self, img_size: int | None = None) -> str:
@@ -343,4 +360,3 @@ class HierarchialViT(nn.Module):
 
 
 HierarchicalViT = HierarchialViT  # the correctly spelled name, for those who type it
-

@@ -37,7 +37,9 @@ class Preprocessing:
         if isinstance(self.img_size, bool) or not isinstance(self.img_size, int) or self.img_size < 1:
             raise ValueError(f"img_size must be a positive int, got {self.img_size!r}")
         if len(self.mean) != len(self.std):
-            raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
+            raise ValueError(
+                f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}"
+            )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):

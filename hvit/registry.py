@@ -56,14 +56,22 @@ def _register(entry: ModelEntry) -> None:
     _REGISTRY[entry.name] = entry
 
 
-_register(ModelEntry("hvit_seed", {}, "The seed API's defaults: patch 16, dims 64-512, SR 8/4/2/1 (PVT v1 class defaults)"))
+_register(
+    ModelEntry(
+        "hvit_seed", {}, "The seed API's defaults: patch 16, dims 64-512, SR 8/4/2/1 (PVT v1 class defaults)"
+    )
+)
 for _name, _depths, _params, _gmacs in [
     ("pvt_tiny", (2, 2, 2, 2), 13_229_288, 1.933),
     ("pvt_small", (3, 4, 6, 3), 24_485_864, 3.816),
     ("pvt_medium", (3, 4, 18, 3), 44.2e6, 6.659),
     ("pvt_large", (3, 8, 27, 3), 61.4e6, 9.814),
 ]:
-    _register(ModelEntry(_name, dict(_PVT_V1, depths=_depths), f"PVT v1 {_name[4:].title()} (ICCV 2021)", _params, _gmacs))
+    _register(
+        ModelEntry(
+            _name, dict(_PVT_V1, depths=_depths), f"PVT v1 {_name[4:].title()} (ICCV 2021)", _params, _gmacs
+        )
+    )
 for _name, _extra, _params, _gmacs in [
     ("pvt_v2_b0", dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)), 3.67e6, 0.566),
     ("pvt_v2_b1", dict(depths=(2, 2, 2, 2)), 14.01e6, 2.108),
@@ -73,7 +81,9 @@ for _name, _extra, _params, _gmacs in [
     ("pvt_v2_b4", dict(depths=(3, 8, 27, 3)), 62.56e6, 10.101),
     ("pvt_v2_b5", dict(depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)), 81.96e6, 11.717),
 ]:
-    _register(ModelEntry(_name, dict(_PVT_V2, **_extra), f"PVT v2 {_name[7:]} (CVMJ 2022)", _params, _gmacs, _name))
+    _register(
+        ModelEntry(_name, dict(_PVT_V2, **_extra), f"PVT v2 {_name[7:]} (CVMJ 2022)", _params, _gmacs, _name)
+    )
 
 _register(ModelEntry(
     "hvit_nano",

@@ -206,7 +206,9 @@ class MultiScaleAttention(nn.Module):
                 if self.recorder is not None:
                     heads = tuple(range(g * hg, (g + 1) * hg))
                     r = None if self.linear else self.sr_groups[g]
-                    records.append(AttentionRecord(attn.detach(), tuple(grid), key_grid, num_prefix_tokens, heads, r))
+                    records.append(
+                        AttentionRecord(attn.detach(), tuple(grid), key_grid, num_prefix_tokens, heads, r)
+                    )
                 outs.append(self.attn_drop(attn) @ v)
             else:
                 p = self.attn_drop.p if self.training else 0.0

@@ -47,8 +47,14 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MultiScaleAttention(
-            dim, num_heads, qkv_bias=qkv_bias, sr_ratio=sr_ratio, linear=linear_sra, pool_size=pool_size,
-            attn_drop=attn_drop, proj_drop=drop,
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            sr_ratio=sr_ratio,
+            linear=linear_sra,
+            pool_size=pool_size,
+            attn_drop=attn_drop,
+            proj_drop=drop,
         )
         # Row-wise stochastic depth drops the whole residual branch for some samples of a batch.
         self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()

@@ -21,7 +21,9 @@ class Mlp(nn.Module):
         drop: dropout after the activation and after fc2.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, dwconv: bool = False, extra_relu: bool = False, drop: float = 0.0):
+    def __init__(
+        self, dim: int, hidden_dim: int, dwconv: bool = False, extra_relu: bool = False, drop: float = 0.0
+    ):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.relu = nn.ReLU() if extra_relu else nn.Identity()

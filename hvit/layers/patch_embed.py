@@ -22,12 +22,16 @@ class PatchEmbed(nn.Module):
         overlap: PVT v2 overlapping patches (kernel 2*stride-1) instead of PVT v1 (kernel = stride).
     """
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 64, stride: int = 16, overlap: bool = False) -> None:
+    def __init__(
+        self, in_chans: int = 3, embed_dim: int = 64, stride: int = 16, overlap: bool = False
+    ) -> None:
         super().__init__()
         self.stride = stride
         self.overlap = overlap
         kernel = 2 * stride - 1 if overlap else stride
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=kernel, stride=stride, padding=kernel // 2 if overlap else 0)
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=kernel, stride=stride, padding=kernel // 2 if overlap else 0
+        )
         self.norm = nn.LayerNorm(embed_dim)  # eps 1e-5, as in PVT v1 and timm's OverlapPatchEmbed
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -1,0 +1,363 @@
+"""What every page of the classroom app shares: the model in use, the image picker, cached loaders.
+
+UI only. The work (building and loading models, reading images, attention, attributions, figures) is
+done by `hvit`; this module decides where it is shown and keeps it per browser session:
+
+- the model in use lives in ``st.session_state`` (one per session: a model trained in one browser
+  never appears in another, and no session can change another's weights);
+- ``st.cache_resource`` holds only things that never change (the list of sample images);
+- ``st.cache_data`` caches computed results per input, keyed by a model key that names the weights
+  (``shipped:<file>``, ``preset:<name>``, ``upload:<sha256>``, ``trained:<run id>``, ``imagenet``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+import hvit
+from hvit import demo
+
+# Where the model in use comes from. The keys are stable (tests and other pages use them).
+SOURCES: dict[str, str] = {
+    "shipped": "Shipped shapes model (offline)",
+    "trained": "Model trained on the training page",
+    "preset": "A preset with random weights",
+    "upload": "A checkpoint file you upload",
+    "imagenet": "ImageNet pvt_v2_b0 (timm, needs internet)",
+}
+CHECKPOINT_TYPES = ["safetensors", "pt", "pth"]
+PAGE_WIDTH_NOTE = "Best viewed in a browser window at least 1366 pixels wide."
+
+
+@dataclass
+class ModelInUse:
+    """The model every page works with, and how to name it.
+
+    Attributes:
+        model: the network, in eval mode.
+        key: names the weights, for caching results (same key: same weights).
+        label: one line for the UI.
+        source: a key of `SOURCES`.
+    """
+
+    model: hvit.HierarchialViT
+    key: str
+    label: str
+    source: str
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.model.preprocessing.class_names
+        return list(names) if names else [f"class {i}" for i in range(self.model.num_classes)]
+
+
+def setup_page() -> None:
+    """Page settings shared by every page; call first, once per run (done by ``app/main.py``)."""
+    st.set_page_config(
+        page_title="hvit classroom",
+        page_icon=":material/view_in_ar:",
+        layout="wide",
+        initial_sidebar_state="expanded",
+    )
+    # Slightly tighter top padding: a laptop screen at 1366x768 shows more of each page.
+    st.html(
+        "<style>"
+        "[data-testid='stMainBlockContainer']{padding:2.5rem 3rem 3rem 3rem}"
+        "[data-testid='stMain'] h1{font-size:2.3rem;padding-top:0}"
+        "</style>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model in use (sidebar)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _set_model(model: hvit.HierarchialViT, key: str, label: str, source: str) -> ModelInUse:
+    model.eval()
+    st.session_state["model_in_use"] = ModelInUse(model, key, label, source)
+    st.session_state.pop("model_error", None)
+    return st.session_state["model_in_use"]
+
+
+def _fail(key: str, message: str, hint: bool = False) -> None:
+    """Record why the chosen model is unavailable; ``hint``: a next step to take, not a failure."""
+    st.session_state.pop("model_in_use", None)
+    st.session_state["model_error"] = (key, message, hint)
+
+
+def _describe(model: hvit.HierarchialViT) -> str:
+    cfg, pre = model.config, model.preprocessing
+    classes = pre.class_names
+    what = f"{len(classes)} classes" if classes else f"{cfg.num_classes} outputs"
+    params = sum(p.numel() for p in model.parameters())
+    return (
+        f"{getattr(model, 'variant', 'custom')}, {pre.img_size} px, {what}, {params / 1e6:.2f} M parameters"
+    )
+
+
+def _load(key: str, label: str, source: str, build: Any, spinner: str) -> None:
+    """Build the model behind ``key`` unless it is already the one in use (or already failed)."""
+    current = st.session_state.get("model_in_use")
+    if current is not None and current.key == key:
+        return
+    failed = st.session_state.get("model_error")
+    if failed is not None and failed[0] == key:
+        return
+    try:
+        with st.spinner(spinner):
+            model = build()
+    except hvit.PretrainedUnavailableError as err:
+        _fail(key, f"{err}")
+        return
+    except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as err:
+        _fail(key, f"{label} could not be loaded: {err}")
+        return
+    _set_model(model, key, f"{label}: {_describe(model)}", source)
+
+
+def use_trained_model() -> None:
+    """Callback of the training page's "use this model" button: switch every page to that model."""
+    st.session_state["model_source"] = "trained"
+
+
+def model_sidebar() -> ModelInUse | None:
+    """Render the model chooser in the sidebar and load the chosen model into the session.
+
+    Returns:
+        The model in use, or ``None`` when the chosen one is unavailable (the sidebar says why).
+    """
+    with st.sidebar:
+        st.markdown("#### Model in use")
+        source = st.radio(
+            "Model",
+            list(SOURCES),
+            format_func=SOURCES.get,
+            key="model_source",
+            label_visibility="collapsed",
+            help="Chosen once here, used by every page of this browser tab.",
+        )
+        if source == "shipped":
+            try:
+                path = demo.shipped_checkpoint()
+            except FileNotFoundError as err:
+                _fail("shipped", f"{err}")
+            else:
+                _load(
+                    f"shipped:{path.name}",
+                    "Shipped shapes model",
+                    source,
+                    demo.load_shipped_model,
+                    "Loading…",
+                )
+        elif source == "trained":
+            trained = st.session_state.get("trained_model")
+            if trained is None:
+                _fail(
+                    "trained",
+                    "No model has been trained in this session yet: train one on the Live training page.",
+                    True,
+                )
+            else:
+                _load(trained["key"], "Trained in this session", source, lambda: trained["model"], "Loading…")
+        elif source == "preset":
+            names = hvit.list_models()
+            name = st.selectbox("Preset", names, index=names.index("hvit_nano"), key="model_preset")
+            _load(
+                f"preset:{name}",
+                f"{name} (random weights)",
+                source,
+                lambda: _random_preset(name),
+                f"Building {name}…",
+            )
+        elif source == "upload":
+            upload = st.file_uploader(
+                "Checkpoint (.safetensors from the training page or `hvit.save_checkpoint`)",
+                type=CHECKPOINT_TYPES,
+                key="model_upload",
+            )
+            if upload is None:
+                _fail("upload", "Upload a checkpoint file above to use it.", True)
+            else:
+                data = upload.getvalue()
+                digest = hashlib.sha256(data).hexdigest()[:16]
+                _load(
+                    f"upload:{digest}",
+                    f"Uploaded {upload.name}",
+                    source,
+                    lambda: _checkpoint_from_bytes(data, upload.name),
+                    "Reading the checkpoint…",
+                )
+        elif source == "imagenet":
+            st.caption("Downloads timm's ImageNet weights once (about 15 MB), then works from the cache.")
+            _load(
+                "imagenet",
+                "ImageNet pvt_v2_b0",
+                source,
+                lambda: demo.load_model_choice(demo.IMAGENET),
+                "Fetching…",
+            )
+            failed = st.session_state.get("model_error")
+            if (
+                failed is not None
+                and failed[0] == "imagenet"
+                and st.button("Try again", key="imagenet_retry")
+            ):
+                st.session_state.pop("model_error", None)
+                st.rerun()
+
+        in_use = st.session_state.get("model_in_use")
+        error = st.session_state.get("model_error")
+        if in_use is not None and in_use.source == source:
+            st.caption(in_use.label)
+            return in_use
+        if error is not None:
+            if source == "imagenet":
+                st.error(
+                    "ImageNet weights are unavailable: this computer cannot reach the Hugging Face Hub and "
+                    "has no cached copy. Connect to the internet once, or choose the shipped shapes model.",
+                    icon=":material/cloud_off:",
+                )
+                with st.expander("Details"):
+                    st.caption(error[1])
+            elif error[2]:
+                st.info(error[1])
+            else:
+                st.error(error[1])
+        return None
+
+
+def _random_preset(name: str) -> hvit.HierarchialViT:
+    """A preset with random weights, the same in every session (seeded)."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return hvit.create_model(name)
+
+
+def _checkpoint_from_bytes(data: bytes, name: str) -> hvit.HierarchialViT:
+    suffix = Path(name).suffix.lower() or ".safetensors"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return hvit.load_checkpoint(path)
+        except Exception as err:  # any unreadable file: say what would work instead of a traceback
+            raise ValueError(
+                f"{name!r} is not an hvit checkpoint ({type(err).__name__}: {err}). Upload a .safetensors "
+                "file downloaded from the training page or written by `hvit.save_checkpoint`."
+            ) from err
+
+
+def model_in_use() -> ModelInUse | None:
+    """The model chosen in the sidebar for this session (``None`` when unavailable)."""
+    return st.session_state.get("model_in_use")
+
+
+def require_model() -> ModelInUse:
+    """The model in use; otherwise explain how to get one and stop the page."""
+    in_use = model_in_use()
+    if in_use is None:
+        st.info("Choose a model in the sidebar to use this page: the shipped shapes model works offline.")
+        st.stop()
+    return in_use
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PickedImage:
+    """An image chosen by the user, with its ground-truth mask when it has one.
+
+    Attributes:
+        image: RGB image.
+        mask: (H, W) bool mask of the object, or ``None``.
+        name: short description for captions.
+        key: names the pixels, for caching.
+        label: true class name when known.
+    """
+
+    image: Image.Image
+    mask: np.ndarray | None
+    name: str
+    key: str
+    label: str | None = None
+
+
+@st.cache_resource
+def sample_paths() -> list[Path]:
+    """The sample images shipped in ``assets/`` (never changes while the app runs)."""
+    return demo.sample_images()
+
+
+def _image_key(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()[:16]
+
+
+def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage | None:
+    """Widgets to choose an image: a shipped sample, an upload, or an image of the shapes data set.
+
+    Args:
+        prefix: widget-key prefix, so two pages keep their own choices.
+        in_use: the model in use (the shapes data set is drawn at its input size).
+
+    Returns:
+        The image, or ``None`` when none is chosen yet (the widgets say why).
+    """
+    kinds = {"sample": "Sample images", "shapes": "Shapes data set (with mask)", "upload": "Upload"}
+    kind = st.segmented_control(
+        "Image source", list(kinds), format_func=kinds.get, default="sample", key=f"{prefix}_image_source"
+    )
+    if kind is None:
+        kind = "sample"
+    if kind == "sample":
+        paths = sample_paths()
+        if not paths:
+            st.error("No sample images were found in assets/; re-clone the repository or upload an image.")
+            return None
+        path = st.selectbox(
+            "Sample", paths, format_func=lambda p: f"{p.parent.name}/{p.stem}", key=f"{prefix}_sample"
+        )
+        try:
+            image = demo.load_image(path)
+        except demo.ImageInputError as err:
+            st.error(f"{err}")
+            return None
+        mask = demo.sample_mask(path)
+        return PickedImage(
+            image, mask, path.stem, f"sample:{path.parent.name}/{path.name}", demo.sample_label(path)
+        )
+    if kind == "shapes":
+        index = st.number_input("Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index")
+        size = in_use.model.preprocessing.img_size if in_use is not None else 64
+        image, label, mask = demo.shapes_example(int(index), max(size, 32))
+        return PickedImage(image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label)
+    upload = st.file_uploader(
+        "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload"
+    )
+    if upload is None:
+        st.info("Upload a PNG, JPEG, BMP, GIF, WebP or TIFF image (up to 10 MiB).")
+        return None
+    try:
+        image = demo.load_image(upload.getvalue())
+    except demo.ImageInputError as err:
+        st.error(f"{err}")
+        return None
+    return PickedImage(image, None, upload.name, f"upload:{_image_key(image)}")
+
+
+def show_errors_as_messages(err: Exception, what: str) -> None:
+    """One consistent message for a failure the user can act on."""
+    st.error(f"{what}: {err}", icon=":material/error:")

@@ -1,0 +1,276 @@
+"""Attribution maps through Captum: one call, seven methods, one (H, W) map aligned with the input.
+
+Attention says where a layer *looks*; an attribution says which input pixels the *prediction* depends
+on. The methods are Captum's, not re-implemented here; this module only chooses sensible settings,
+keeps memory bounded, and reduces every method's output to one value per pixel:
+
+| method | Captum | map | memory bound |
+|---|---|---|---|
+| ``saliency`` | `Saliency` (abs) | sum over channels of abs(gradient) | one backward |
+| ``integrated_gradients`` | `IntegratedGradients` | signed sum over channels | ``internal_batch_size`` |
+| ``input_x_gradient`` | `InputXGradient` | signed sum over channels | one backward |
+| ``gradient_shap`` | `GradientShap` | signed sum over channels | samples in chunks |
+| ``smoothgrad`` | `NoiseTunnel(Saliency)` | sum over channels of abs(gradient) | ``nt_samples_batch_size`` |
+| ``occlusion`` | `Occlusion` | signed mean over channels | ``perturbations_per_eval`` |
+| ``grad_cam`` | `LayerGradCam` on ``stages[stage].feature_map`` | ReLU, bilinear to the input | one backward |
+
+The signed methods keep their sign because it means something: integrated gradients, input x gradient
+and GradientSHAP add up (over pixels and channels) to the change of the logit from the baseline
+(completeness), and occlusion says whether hiding a patch lowers or raises the logit. Maps are never
+normalised here: a near-zero map stays near zero. The baseline of the path methods and of occlusion is
+an all-zero *normalised* input, i.e. the data set's mean colour everywhere.
+
+Every stage's output passes through ``stage.feature_map`` (an identity with the (B, C, h, w) map), the
+hook point Captum's layer methods need. A PVT v1 model (``hvit_seed``, class token) reads its class
+token after the last blocks; the last stage's map is a side branch that never reaches the logits, so
+Grad-CAM there is zero by construction: it is returned as a zero map with a ``note`` saying why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from captum.attr import (
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from hvit.explain._inputs import ImageLike, eval_mode, prepare_images
+
+METHODS: tuple[str, ...] = (
+    "saliency",
+    "integrated_gradients",
+    "input_x_gradient",
+    "gradient_shap",
+    "smoothgrad",
+    "occlusion",
+    "grad_cam",
+)
+SIGNED_METHODS = frozenset({"integrated_gradients", "input_x_gradient", "gradient_shap", "occlusion"})
+_ALIASES = {  # after lower-casing and turning "-" and " " into "_"
+    "ig": "integrated_gradients",
+    "gradcam": "grad_cam",
+    "input_x_grad": "input_x_gradient",
+    "inputxgradient": "input_x_gradient",
+    "gradientshap": "gradient_shap",
+    "noise_tunnel": "smoothgrad",
+    "smooth_grad": "smoothgrad",
+}
+
+
+def canonical_method(method: str) -> str:
+    """The canonical name of ``method`` (accepts a few aliases such as "ig" and "gradcam")."""
+    key = method.strip().lower().replace("-", "_").replace(" ", "_")
+    name = _ALIASES.get(key, key)
+    if name not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
+    return name
+
+
+@dataclass
+class AttributionSettings:
+    """Knobs of the attribution methods (defaults suit both 32 px classroom models and 224 px PVTs).
+
+    Attributes:
+        n_steps: integration steps of integrated gradients.
+        internal_batch_size: integrated-gradients evaluations per forward/backward pass.
+        nt_samples: noisy copies for SmoothGrad.
+        nt_samples_batch_size: noisy copies per pass.
+        noise_level: SmoothGrad noise std as a fraction of the input's value range (Smilkov et al.:
+            10-20%).
+        shap_samples: GradientSHAP samples (random points between a baseline and the input).
+        shap_samples_batch_size: GradientSHAP samples per pass.
+        shap_stdev: std of the Gaussian noise GradientSHAP adds to each sample.
+        occlusion_window: side of the occluding square in pixels (default: image side / 8, at least 2).
+        occlusion_stride: step of the window (default: half the window).
+        perturbations_per_eval: occluded images per forward pass.
+    """
+
+    n_steps: int = 32
+    internal_batch_size: int = 16
+    nt_samples: int = 16
+    nt_samples_batch_size: int = 8
+    noise_level: float = 0.15
+    shap_samples: int = 16
+    shap_samples_batch_size: int = 8
+    shap_stdev: float = 0.1
+    occlusion_window: int | None = None
+    occlusion_stride: int | None = None
+    perturbations_per_eval: int = 16
+
+
+@dataclass
+class Attribution:
+    """One attribution method's result for a batch.
+
+    Attributes:
+        map: (B, H, W) one value per input pixel (signed for ``signed`` methods).
+        method: canonical method name.
+        target: (B,) the class each map explains.
+        signed: whether negative values are meaningful (evidence against the target).
+        stage: the stage of a Grad-CAM map (``None`` for other methods).
+        convergence_delta: (B,) integrated gradients' completeness error
+            ``sum(attributions) - (f(x) - f(baseline))``; ``None`` for other methods.
+        note: why a map is empty, when it is by construction.
+    """
+
+    map: torch.Tensor
+    method: str
+    target: torch.Tensor
+    signed: bool
+    stage: int | None = None
+    convergence_delta: torch.Tensor | None = None
+    note: str | None = field(default=None)
+
+
+def resolve_targets(model: nn.Module, x: torch.Tensor, target: int | list[int] | torch.Tensor | None) -> torch.Tensor:
+    """(B,) long targets: the given class(es), or the model's predicted class when ``target`` is None."""
+    if target is None:
+        with torch.no_grad(), eval_mode(model):
+            return model(x).argmax(-1)
+    t = torch.as_tensor(target, dtype=torch.long, device=x.device).flatten()
+    if t.numel() == 1:
+        t = t.expand(x.shape[0])
+    if t.numel() != x.shape[0]:
+        raise ValueError(f"need one target per image ({x.shape[0]}), got {t.numel()}")
+    if (t < 0).any() or (t >= model.num_classes).any():
+        raise ValueError(f"targets must be class indices in 0..{model.num_classes - 1}, got {t.tolist()}")
+    return t.clone()
+
+
+def _in_chunks(total: int, size: int) -> list[int]:
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def _grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, stage: int) -> tuple[torch.Tensor, str | None]:
+    n = len(model.stages)
+    s = stage % n
+    if s == n - 1 and model.stages[-1].num_prefix_tokens:
+        note = (
+            f"Grad-CAM on stage {s + 1} is zero: this model classifies from its class token, which is read "
+            "after the last blocks, so the last stage's feature map never reaches the logits. Use an "
+            "earlier stage, or a gradient method on the input."
+        )
+        warnings.warn(note, stacklevel=3)
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1]), note
+    cam = LayerGradCam(model, model.stages[s].feature_map)
+    layer_map = cam.attribute(x, target=target, relu_attributions=True)  # (B, 1, h, w)
+    up = F.interpolate(layer_map, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, 1, H, W)
+    return up[:, 0], None
+
+
+def compute_attribution(
+    model: nn.Module,
+    images: ImageLike,
+    target: int | list[int] | torch.Tensor | None = None,
+    method: str = "integrated_gradients",
+    stage: int = -1,
+    settings: AttributionSettings | None = None,
+) -> Attribution:
+    """Attribute the target logit of ``model`` to the pixels of ``images`` with one Captum method.
+
+    Args:
+        model: an hvit model (any ``nn.Module`` classifier for methods other than Grad-CAM). It runs in
+            eval mode; its mode is restored afterwards.
+        images: one image or a batch (see `hvit.explain.prepare_images`).
+        target: class index (or one per image); ``None`` explains the predicted class.
+        method: one of `METHODS` (a few aliases such as "ig" and "gradcam" are accepted).
+        stage: Grad-CAM's stage (0-based, negative from the end).
+        settings: method knobs (`AttributionSettings`).
+
+    Returns:
+        `Attribution` with ``map`` (B, H, W) aligned with the model input.
+    """
+    method = canonical_method(method)
+    cfg = settings or AttributionSettings()
+    x = prepare_images(model, images)
+    tgt = resolve_targets(model, x, target)
+    delta, note, stage_out = None, None, None
+    zeros = torch.zeros_like(x)
+    # Captum needs gradients: switch them on even if the caller (a UI callback) switched them off.
+    with torch.enable_grad(), eval_mode(model):
+        if method == "saliency":
+            raw = Saliency(model).attribute(x, target=tgt, abs=True)
+        elif method == "input_x_gradient":
+            raw = InputXGradient(model).attribute(x, target=tgt)
+        elif method == "integrated_gradients":
+            raw, delta = IntegratedGradients(model).attribute(
+                x, baselines=zeros, target=tgt, n_steps=cfg.n_steps,
+                internal_batch_size=cfg.internal_batch_size, return_convergence_delta=True,
+            )  # fmt: skip
+            delta = delta.detach().cpu()
+        elif method == "smoothgrad":
+            stdev = cfg.noise_level * float(x.max() - x.min())
+            raw = NoiseTunnel(Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=cfg.nt_samples,
+                nt_samples_batch_size=cfg.nt_samples_batch_size, stdevs=stdev, target=tgt, abs=True,
+            )  # fmt: skip
+        elif method == "gradient_shap":
+            # Baselines: the mean image and one of pure noise. GradientShap has no internal batch size,
+            # so its samples are drawn in chunks and averaged (each chunk is an unbiased estimate).
+            baselines = torch.cat([zeros[:1], torch.randn_like(x[:1])])
+            shap = GradientShap(model)
+            chunks = _in_chunks(cfg.shap_samples, cfg.shap_samples_batch_size)
+            raw = sum(
+                k * shap.attribute(x, baselines=baselines, n_samples=k, stdevs=cfg.shap_stdev, target=tgt)
+                for k in chunks
+            ) / cfg.shap_samples
+        elif method == "occlusion":
+            side = min(x.shape[-2:])
+            window = cfg.occlusion_window or max(2, side // 8)
+            step = cfg.occlusion_stride or max(1, window // 2)
+            raw = Occlusion(model).attribute(
+                x, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], step, step),
+                baselines=0.0, target=tgt, perturbations_per_eval=cfg.perturbations_per_eval,
+            )  # fmt: skip
+        else:  # grad_cam
+            stage_out = stage % len(model.stages)
+            pixel_map, note = _grad_cam(model, x, tgt, stage_out)
+            raw = None
+    if raw is not None:
+        raw = raw.detach()
+        if method == "occlusion":
+            pixel_map = raw.mean(1)  # every channel of a window gets the same value: keep its units
+        else:
+            pixel_map = raw.sum(1)  # (B, H, W); for saliency/SmoothGrad a sum of absolute values
+    return Attribution(
+        pixel_map.detach().float().cpu(), method, tgt.cpu(), method in SIGNED_METHODS, stage_out, delta, note
+    )
+
+
+def attribute(
+    model: nn.Module,
+    image: ImageLike,
+    target: int | list[int] | torch.Tensor | None = None,
+    method: str = "integrated_gradients",
+    stage: int = -1,
+    settings: AttributionSettings | None = None,
+) -> torch.Tensor:
+    """An attribution map aligned with the input, from one of Captum's methods.
+
+    Args:
+        model: an hvit model.
+        image: a PIL image, a path, an array, or a tensor: (C, H, W) / (B, C, H, W), uint8 pixels or an
+            already preprocessed float batch.
+        target: the class to explain (``None``: the predicted class).
+        method: "saliency", "integrated_gradients", "input_x_gradient", "gradient_shap", "smoothgrad",
+            "occlusion" or "grad_cam" (see the table in this module's docstring).
+        stage: the stage whose output Grad-CAM uses (0-based, -1 the last).
+        settings: `AttributionSettings` (integration steps, samples, batch sizes, occlusion window).
+
+    Returns:
+        (H, W) for one image, (B, H, W) for a batch, at the model's input resolution. Signed for
+        integrated gradients, input x gradient, GradientSHAP and occlusion; never normalised.
+    """
+    result = compute_attribution(model, image, target, method, stage, settings)
+    single = not (isinstance(image, torch.Tensor) and image.ndim == 4)
+    return result.map[0] if single else result.map

@@ -1,0 +1,327 @@
+"""The Gradio demo: its event functions called directly, then the launched app driven by gradio_client.
+
+Everything runs on CPU and offline. The server tests launch on 127.0.0.1 on a free port and close it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from hvit import demo as core
+
+REPO = Path(__file__).resolve().parent.parent
+APP_FILE = REPO / "app" / "gradio_app.py"
+
+
+def _load_app():
+    """Import app/gradio_app.py the way a Space runs it: a file, not a package module."""
+    spec = importlib.util.spec_from_file_location("gradio_app", APP_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gradio_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ga = _load_app()
+
+
+def _has_shipped_model() -> bool:
+    try:
+        core.shipped_checkpoint()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# The model every test uses: the shipped one once it exists, a tiny random preset before that.
+MODEL = core.SHIPPED if _has_shipped_model() else "hvit_nano (random weights)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> list[Path]:
+    """Shipped example images (shapes and photos); generated shapes when none are shipped yet."""
+    shipped = core.sample_images()
+    if len(shipped) >= 4:
+        return shipped
+    from hvit.data import render_shape
+
+    folder = tmp_path_factory.mktemp("samples")
+    paths = []
+    for i in range(6):
+        pixels, _, _ = render_shape(i, img_size=64, split="demo")
+        paths.append(folder / f"shape_{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return shipped + paths
+
+
+@pytest.fixture(scope="module")
+def model():
+    with ga.MODELS.borrow(MODEL) as m:
+        yield m
+
+
+# --- event functions, called directly ---------------------------------------------------------------
+
+
+def test_analyse_gives_the_models_top5_for_each_sample(samples, model):
+    for path in samples[:4]:
+        top, *_, summary = ga.analyse(str(path), MODEL, ga.DEFAULT_METHOD, 1)
+        expected = core.predict(model, core.load_image(path), k=5)
+        assert list(top) == expected.labels
+        np.testing.assert_allclose(list(top.values()), expected.probs, rtol=1e-5)
+        assert len(top) == min(5, model.config.num_classes)
+        assert list(top.values()) == sorted(top.values(), reverse=True) and sum(top.values()) <= 1 + 1e-6
+        assert set(top) <= set(model.preprocessing.class_names or [f"class {i}" for i in range(10)])
+        assert expected.labels[0] in summary
+
+
+def test_every_kind_of_input_gives_the_same_answer(samples):
+    path = samples[0]
+    pil = Image.open(path).convert("RGB")
+    payload = {"path": str(path), "orig_name": path.name, "url": None}
+    answers = [ga.analyse(src, MODEL, ga.DEFAULT_METHOD, 1)[0] for src in (str(path), pil, np.asarray(pil), payload)]
+    for other in answers[1:]:
+        assert list(other) == list(answers[0])
+        np.testing.assert_allclose(list(other.values()), list(answers[0].values()), rtol=1e-5)
+
+
+def test_a_data_url_upload_is_decoded(samples):
+    import base64
+
+    data = base64.b64encode(samples[0].read_bytes()).decode()
+    top = ga.analyse({"url": f"data:image/png;base64,{data}", "path": None}, MODEL, ga.DEFAULT_METHOD, 1)[0]
+    assert list(top) == list(ga.analyse(str(samples[0]), MODEL, ga.DEFAULT_METHOD, 1)[0])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "No image yet"),
+        (lambda d: _write(d / "notes.txt", b"hello"), "not a supported image file"),
+        (lambda d: _write(d / "broken.png", b"\x89PNG but not really"), "not a readable image"),
+        (lambda d: _save(d / "strip.png", (core.MAX_IMAGE_SIDE + 1, 2)), "pixels a side"),
+        (lambda d: _write(d / "huge.png", b"0" * (core.MAX_UPLOAD_BYTES + 1)), "larger than"),
+        (lambda d: {"path": str(_write(d / "x.gif", b"GIF89a-no")), "orig_name": "x.gif"}, "not a readable"),
+    ],
+    ids=["nothing", "text-file", "corrupt-png", "too-many-pixels", "too-many-bytes", "bad-payload"],
+)
+def test_bad_uploads_raise_a_gradio_error_that_says_what_to_do(tmp_path, make, message):
+    image = make(tmp_path)
+    with pytest.raises(gr.Error, match=message):
+        ga.analyse(image, MODEL, ga.DEFAULT_METHOD, 1)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _save(path: Path, size: tuple[int, int]) -> Path:
+    Image.new("RGB", size, "white").save(path)
+    return path
+
+
+def test_an_unknown_model_is_refused():
+    with pytest.raises(gr.Error, match="Unknown model"):
+        ga.analyse(np.zeros((8, 8, 3), np.uint8), "resnet50", ga.DEFAULT_METHOD, 1)
+
+
+def test_the_shipped_model_is_the_default_option():
+    assert ga.DEMO_MODELS[0] == core.SHIPPED and core.IMAGENET in ga.DEMO_MODELS
+
+
+@pytest.mark.skipif(not _has_shipped_model(), reason="the shipped checkpoint is not in assets/ yet")
+def test_the_shipped_model_names_its_classes(samples):
+    text = ga.describe_model(core.SHIPPED)
+    with ga.MODELS.borrow(core.SHIPPED) as m:
+        names = m.preprocessing.class_names
+    assert names and all(name in text for name in names[:5])
+    top = ga.analyse(str(samples[0]), core.SHIPPED, ga.DEFAULT_METHOD, 1)[0]
+    assert set(top) <= set(names)
+
+
+def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
+    import hvit.interchange as interchange
+
+    monkeypatch.setattr(interchange, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(interchange, "_cached_weights", lambda name: None)
+    ga.MODELS.forget(core.IMAGENET)
+    start = time.perf_counter()
+    text = ga.describe_model(core.IMAGENET)
+    assert "not available" in text and "shipped shapes model" in text
+    with pytest.raises(gr.Error, match="could not fetch the ImageNet weights") as info:
+        ga.analyse(str(samples[0]), core.IMAGENET, ga.DEFAULT_METHOD, 1)
+    assert info.value.title == "ImageNet weights unavailable"
+    assert time.perf_counter() - start < 30  # timm's import is most of it; no network wait
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("hvit.interchange").interchange.hub_reachable(), reason="offline")
+def test_imagenet_online_predicts_imagenet_classes():
+    photo = core.ASSETS / "photos" / "chelsea.jpg"
+    top = ga.analyse(str(photo), core.IMAGENET, ga.DEFAULT_METHOD, 1)[0]
+    assert len(top) == 5 and any("cat" in name.lower() for name in top)
+
+
+# --- the model pool ---------------------------------------------------------------------------------
+
+
+def test_pool_loads_once_and_lends_each_request_its_own_copy(monkeypatch):
+    import hvit.registry
+
+    calls = []
+
+    def counting_load(label):
+        calls.append(label)
+        return hvit.registry.create_model("hvit_nano").eval()
+
+    monkeypatch.setattr(ga, "load_model_choice", counting_load)
+    pool = ga.ModelPool()
+    with pool.borrow("a") as m1, pool.borrow("a") as m2:
+        assert m1 is not m2  # two requests at once never share a model
+        assert all(not p.requires_grad for p in m1.parameters())
+    with pool.borrow("a") as m3:
+        assert m3 in (m1, m2)  # copies are reused, not rebuilt
+    assert calls == ["a"]
+
+
+def test_a_failed_load_is_not_cached(monkeypatch):
+    pool = ga.ModelPool()
+    monkeypatch.setattr(ga, "load_model_choice", lambda label: (_ for _ in ()).throw(FileNotFoundError("gone")))
+    with pytest.raises(FileNotFoundError), pool.borrow("a"):
+        pass
+    import hvit.registry
+
+    monkeypatch.setattr(ga, "load_model_choice", lambda label: hvit.registry.create_model("hvit_nano"))
+    with pool.borrow("a") as m:
+        assert m is not None
+
+
+# --- the UI, built but not launched -----------------------------------------------------------------
+
+
+def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
+    demo = ga.build_demo(models=[MODEL], examples=samples[:2])
+    assert isinstance(demo, gr.Blocks)
+    config = demo.get_config_file()
+    api_names = {dep.get("api_name") for dep in config["dependencies"]}
+    assert "predict" in api_names
+    assert demo._queue.default_concurrency_limit == ga.CONCURRENCY_LIMIT
+    assert demo._queue.max_size == ga.QUEUE_SIZE
+
+
+def test_analytics_are_off():
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+# --- the launched app, through gradio_client --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(samples, tmp_path_factory):
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples_cache"))
+    demo = ga.build_demo(models=[MODEL], examples=samples[:2])
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def _confidences(label_output: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label_output["confidences"]}
+
+
+@pytest.mark.slow
+def test_a_prediction_round_trip(server, samples):
+    from gradio_client import handle_file
+
+    client = _client(server)
+    start = time.perf_counter()
+    result = client.predict(handle_file(str(samples[0])), MODEL, ga.DEFAULT_METHOD, 1, api_name="/predict")
+    seconds = time.perf_counter() - start
+    top = _confidences(result[0])
+    expected = ga.analyse(str(samples[0]), MODEL, ga.DEFAULT_METHOD, 1)[0]
+    assert list(top) == list(expected)
+    np.testing.assert_allclose(list(top.values()), list(expected.values()), rtol=1e-4)
+    print(f"round trip: {seconds * 1000:.0f} ms")
+
+
+@pytest.mark.slow
+def test_a_bad_upload_through_the_client_gets_the_message(server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = _write(tmp_path / "notes.txt", b"hello")
+    with pytest.raises(AppError, match="not a supported image file"):
+        _client(server).predict(handle_file(str(bad)), MODEL, ga.DEFAULT_METHOD, 1, api_name="/predict")
+
+
+@pytest.mark.slow
+def test_eight_clients_at_once_are_all_answered_correctly(server, samples):
+    from gradio_client import handle_file
+
+    images = [samples[i % len(samples)] for i in range(8)]
+    expected = [ga.analyse(str(p), MODEL, ga.DEFAULT_METHOD, 1)[0] for p in images]
+    clients = [_client(server) for _ in images]
+
+    def ask(i: int) -> dict[str, float]:
+        out = clients[i].predict(handle_file(str(images[i])), MODEL, ga.DEFAULT_METHOD, 1, api_name="/predict")
+        return _confidences(out[0])
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        answers = list(pool.map(ask, range(len(images))))
+    for got, want in zip(answers, expected, strict=True):
+        assert list(got) == list(want)
+        np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_shipped_model(), reason="the script's default model is the shipped checkpoint")
+def test_the_script_starts_and_serves_on_the_port_from_the_environment(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    proc = subprocess.Popen([sys.executable, str(APP_FILE)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not answer within 90 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
