@@ -34,7 +34,15 @@ SOURCES: dict[str, str] = {
     "imagenet": "ImageNet pvt_v2_b0 (timm, needs internet)",
 }
 CHECKPOINT_TYPES = ["safetensors", "pt", "pth"]
-PAGE_WIDTH_NOTE = "Best viewed in a browser window at least 1366 pixels wide."
+SCORE_COLUMNS = {
+    "pointing game": st.column_config.NumberColumn(
+        format="%.2f", help="1: the map's maximum is on the object"
+    ),
+    "mask mass": st.column_config.ProgressColumn(
+        format="percent", min_value=0.0, max_value=1.0, help="Share of the map's positive mass on the object"
+    ),
+    "chance": st.column_config.NumberColumn(format="percent", help="The object's share of the image"),
+}
 
 
 @dataclass
@@ -298,8 +306,8 @@ class PickedImage:
 
 @st.cache_resource
 def sample_paths() -> list[Path]:
-    """The sample images shipped in ``assets/`` (never changes while the app runs)."""
-    return demo.sample_images()
+    """The sample images shipped in ``assets/``, shapes first (never changes while the app runs)."""
+    return sorted(demo.sample_images(), key=lambda p: ("shapes" not in p.parent.name, str(p)))
 
 
 def _image_key(image: Image.Image) -> str:
@@ -361,3 +369,117 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
 def show_errors_as_messages(err: Exception, what: str) -> None:
     """One consistent message for a failure the user can act on."""
     st.error(f"{what}: {err}", icon=":material/error:")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cached computations. Arguments starting with "_" are not hashed: the model and the image are
+# identified by their keys (see the module docstring), so a cached result is reused only for the same
+# weights and the same pixels.
+# ---------------------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def attention_views(_model: hvit.HierarchialViT, model_key: str, _image: Image.Image, image_key: str) -> Any:
+    """`hvit.explain.attention_views` of one image (one forward pass with attention recorded)."""
+    from hvit.explain import attention_views as views
+
+    return views(_model, _image)
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def prediction(
+    _model: hvit.HierarchialViT, model_key: str, _image: Image.Image, image_key: str
+) -> demo.Prediction:
+    return demo.predict(_model, _image, k=5)
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def rollout_maps(
+    _model: hvit.HierarchialViT,
+    model_key: str,
+    _image: Image.Image,
+    image_key: str,
+    head_fusion: str = "mean",
+) -> list[np.ndarray]:
+    """Attention rollout of every stage, painted on the input: one (S, S) map per stage."""
+    from hvit.explain import attention_rollout
+
+    roll = attention_rollout(_model, _image, head_fusion=head_fusion)
+    return [roll.to_image(s)[0].numpy() for s in range(len(roll.maps))]
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def head_stats(
+    _model: hvit.HierarchialViT, model_key: str, _image: Image.Image, image_key: str
+) -> list[dict]:
+    """Mean attention distance and entropy per (stage, head), averaged over blocks."""
+    from hvit.explain.head_stats import head_statistics, summarize_by_stage
+
+    return summarize_by_stage(head_statistics(_model, _image))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def attribution(
+    _model: hvit.HierarchialViT,
+    model_key: str,
+    _image: Image.Image,
+    image_key: str,
+    method: str,
+    target: int,
+    stage: int,
+    settings: tuple,
+) -> dict:
+    """One Captum method's map of one image: ``map`` (S, S), ``signed``, ``note``, ``delta``."""
+    from hvit.explain import AttributionSettings, compute_attribution
+
+    result = compute_attribution(_model, _image, target, method, stage, AttributionSettings(*settings))
+    delta = None if result.convergence_delta is None else float(result.convergence_delta[0])
+    return {"map": result.map[0].numpy(), "signed": result.signed, "note": result.note, "delta": delta}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def randomisation(
+    _model: hvit.HierarchialViT,
+    model_key: str,
+    _image: Image.Image,
+    image_key: str,
+    _maps: dict,
+    methods: tuple[str, ...],
+    target: int,
+    stage: int,
+    settings: tuple,
+) -> tuple[dict, dict]:
+    from hvit.explain import AttributionSettings
+
+    return demo.randomisation_check(
+        _model, _image, _maps, methods, target, stage, AttributionSettings(*settings)
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def ablation(
+    _model: hvit.HierarchialViT,
+    model_key: str,
+    _image: Image.Image,
+    image_key: str,
+    stage: int,
+    head: int,
+    target: int,
+) -> dict:
+    from hvit.explain import head_ablation
+
+    return head_ablation(_model, _image, stage, head, None, target).to_dict()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def ablation_scan(
+    _model: hvit.HierarchialViT, model_key: str, _image: Image.Image, image_key: str, target: int
+) -> list[dict]:
+    from hvit.explain import head_ablation_scan
+
+    return [r.to_dict() for r in head_ablation_scan(_model, _image, target)]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def complexity_report(_model: hvit.HierarchialViT, model_key: str) -> Any:
+    return hvit.model_complexity(_model)

@@ -30,6 +30,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 from PIL import Image
 
 try:
@@ -49,6 +50,16 @@ from hvit.demo import (
     predict,
     sample_images,
 )
+from hvit.explain import (
+    METHODS,
+    AttentionViews,
+    AttributionSettings,
+    attention_views,
+    compute_attribution,
+    prepare_images,
+)
+from hvit.explain._inputs import display_images
+from hvit.explain.figures import head_grid_figure, overlay_figure, stage_panels_figure
 from hvit.interchange import PretrainedUnavailableError
 from hvit.model import HierarchialViT
 
@@ -77,41 +88,48 @@ class ModelPool:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards the two dicts below
+        self._lock = threading.Lock()  # guards the three dicts below
         self._load_locks: dict[str, threading.Lock] = {}
         self._pristine: dict[str, HierarchialViT] = {}
         self._free: dict[str, queue.SimpleQueue[HierarchialViT]] = {}
 
-    def _template(self, label: str) -> HierarchialViT:
+    def load(self, label: str) -> tuple[HierarchialViT, queue.SimpleQueue[HierarchialViT]]:
+        """Load ``label`` once (later calls return at once): its pristine model and its free copies.
+
+        Raises:
+            whatever `hvit.demo.load_model_choice` raises; nothing is cached then, so the next call
+            tries again (e.g. once the machine is online).
+        """
         with self._lock:
             load_lock = self._load_locks.setdefault(label, threading.Lock())
         with load_lock:  # one load per label, even when many requests ask at once
-            if label not in self._pristine:
-                model = load_model_choice(label)  # raises: nothing is cached, the next request retries
-                model.requires_grad_(False)  # attributions take gradients w.r.t. the input only
-                with self._lock:
-                    self._pristine[label] = model
-                    self._free[label] = queue.SimpleQueue()
-            return self._pristine[label]
+            with self._lock:
+                if label in self._pristine:
+                    return self._pristine[label], self._free[label]
+            model = load_model_choice(label)
+            model.requires_grad_(False)  # attributions need gradients w.r.t. the input only
+            with self._lock:
+                self._pristine[label], self._free[label] = model, queue.SimpleQueue()
+                return model, self._free[label]
 
     @contextmanager
     def borrow(self, label: str) -> Iterator[HierarchialViT]:
         """A model for ``label`` that no other request uses until the ``with`` block ends."""
-        template = self._template(label)
+        pristine, free = self.load(label)
         try:
-            model = self._free[label].get_nowait()
+            model = free.get_nowait()
         except queue.Empty:
-            model = copy.deepcopy(template)
+            model = copy.deepcopy(pristine)  # never lent itself, so never holds a request's state
         try:
             yield model
         finally:
-            self._free[label].put(model)
+            free.put(model)
 
-    def clear(self) -> None:
-        """Forget every loaded model (tests use this to start cold)."""
+    def forget(self, label: str) -> None:
+        """Drop the models of ``label``; the next request loads it again (e.g. after going online)."""
         with self._lock:
-            self._pristine.clear()
-            self._free.clear()
+            self._pristine.pop(label, None)
+            self._free.pop(label, None)
 
 
 MODELS = ModelPool()
@@ -128,12 +146,13 @@ def _model_for_request(label: str | None) -> Iterator[HierarchialViT]:
     """`ModelPool.borrow`, with load failures turned into messages for the visitor."""
     label = _check_model_label(label)
     try:
-        with MODELS.borrow(label) as model:
-            yield model
+        MODELS.load(label)
     except PretrainedUnavailableError as err:
-        raise gr.Error(f"{err}", title="ImageNet weights unavailable", print_exception=False) from err
+        raise gr.Error(str(err), title="ImageNet weights unavailable", print_exception=False) from err
     except FileNotFoundError as err:  # the shipped checkpoint is missing from this copy of the repository
-        raise gr.Error(f"{err}", title="Model file missing") from err
+        raise gr.Error(str(err), title="Model file missing") from err
+    with MODELS.borrow(label) as model:
+        yield model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,6 +200,20 @@ def read_image(image: ImageInput) -> Image.Image:
 # Event functions: plain Python, called by the UI and by the tests
 # --------------------------------------------------------------------------------------------------
 
+# Attribution methods offered, with their cost in passes through the model (the visitor waits for them).
+METHOD_LABELS: dict[str, str] = {
+    "integrated_gradients": "Integrated gradients (16 passes)",
+    "grad_cam": "Grad-CAM on the chosen stage (1 pass)",
+    "saliency": "Saliency: |gradient| (1 pass)",
+    "input_x_gradient": "Input x gradient (1 pass)",
+    "smoothgrad": "SmoothGrad (8 noisy passes)",
+    "gradient_shap": "GradientSHAP (8 passes)",
+    "occlusion": "Occlusion (slow on 224 px models)",
+}
+DEFAULT_METHOD = "integrated_gradients"
+# Fewer integration steps and samples than the library's defaults: a demo answers in seconds on 2 vCPUs.
+DEMO_SETTINGS = AttributionSettings(n_steps=16, nt_samples=8, shap_samples=8)
+
 
 def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[str, float]:
     """``{class name: probability}`` of the ``k`` most likely classes, the form `gr.Label` shows."""
@@ -188,63 +221,136 @@ def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[s
     return dict(zip(pred.labels, pred.probs, strict=True))
 
 
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise gr.Error(f"Unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
+    return method
+
+
+def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
+    """0-based stage from the 1-based number the UI shows."""
+    num_stages = len(model.stages)
+    if stage is None or int(stage) != stage or not 1 <= stage <= num_stages:
+        raise gr.Error(f"Stage must be a whole number from 1 to {num_stages}, got {stage!r}.")
+    return int(stage) - 1
+
+
+def _stages_figure(views: AttentionViews) -> go.Figure:
+    titles = []
+    for s in range(views.num_stages):
+        (q_h, q_w), (k_h, k_w) = views.groups(s)[0].query_grid, views.groups(s)[0].key_grid
+        titles.append(f"stage {s + 1}: {q_h}x{q_w} queries, {k_h}x{k_w} keys")
+    # Each stage on its own colour scale: a stage with 4 keys gives each far more attention than one
+    # with 64, and a shared scale would show the fine stages as blank.
+    return stage_panels_figure(
+        views.images[0], views.stage_maps(), titles, shared_scale=False,
+        title="Attention each key receives (mean over queries and heads, last block of each stage)",
+    )  # fmt: skip
+
+
+def _heads_figure(views: AttentionViews, stage: int) -> go.Figure:
+    return head_grid_figure(views, stage)  # one colour scale: a near-silent head stays visibly silent
+
+
+def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, stage: int) -> go.Figure:
+    result = compute_attribution(model, image, method=method, stage=stage, settings=DEMO_SETTINGS)
+    names = model.preprocessing.class_names
+    target = int(result.target[0])
+    title = f"{METHOD_LABELS[method].split(' (')[0]} for {names[target] if names else f'class {target}'!r}"
+    if result.note:
+        title += f"<br><sup>{result.note}</sup>"
+    display = display_images(model, prepare_images(model, image))[0]  # what the model saw, in [0, 1]
+    return overlay_figure(display, result.map[0], opacity=0.6, title=title, signed=result.signed)
+
+
 def describe_model(label: str) -> str:
     """Markdown about the selected model: what it recognises and at what resolution it looks.
 
-    Loading happens here, so choosing a model warms it up; an unavailable one is explained at once.
+    Loading happens here, so choosing a model warms it up, and an unavailable one is explained at once.
     """
     label = _check_model_label(label)
     try:
-        with MODELS.borrow(label) as model:
-            pre = model.preprocessing
-            cfg = model.config
+        model, _ = MODELS.load(label)  # read-only look at the pristine copy
     except (PretrainedUnavailableError, FileNotFoundError) as err:
         return f"**{label} is not available here.** {err}"
+    pre, cfg = model.preprocessing, model.config
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    variant = getattr(model, "variant", "hvit")
     names = pre.class_names or []
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} classes)" if len(names) > 8 else "")
-    params = sum(p.numel() for p in model.parameters()) / 1e6
     return (
-        f"**{label}**: {getattr(model, 'variant', 'hvit')} with {params:.2f} M parameters and "
-        f"{len(cfg.depths)} stages; it sees every image resized to {pre.img_size}x{pre.img_size} pixels. "
-        f"Classes: {shown or f'{cfg.num_classes} unnamed classes'}."
+        f"{variant}: {params:.2f} M parameters, {len(cfg.depths)} stages; it sees every image resized to "
+        f"{pre.img_size}x{pre.img_size} pixels. Classes: {shown or f'{cfg.num_classes}, unnamed'}."
     )
 
 
 def analyse(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
-    """Everything the demo shows for one image.
+    """Everything the demo shows for one image, from one call.
 
     Args:
         image: see `read_image`.
         model_label: a label of `hvit.demo.model_choices()`.
-        method: an attribution method (see ``ATTRIBUTION_METHODS``).
-        stage: 1-based stage whose heads the head grid shows.
+        method: an attribution method, a key of `METHOD_LABELS`.
+        stage: 1-based stage whose heads the head grid shows (and Grad-CAM uses).
 
     Returns:
         ``(top-5 {class: probability}, per-stage attention figure, per-head figure of ``stage``,
         attribution figure, Markdown summary)``.
     """
     img = read_image(image)
+    method = _check_method(method)
     start = time.perf_counter()
     with _model_for_request(model_label) as model:
+        s = _check_stage(model, stage)
         top = top_classes(model, img)
-        stages_fig = heads_fig = attribution_fig = None  # TODO(figures): wire hvit.explain.figures
+        views = attention_views(model, img)
+        stages_fig = _stages_figure(views)
+        heads_fig = _heads_figure(views, s)
+        attribution_fig = _attribution_figure(model, img, method, s)
     seconds = time.perf_counter() - start
     best, prob = next(iter(top.items()))
-    summary = f"**{best}** ({prob:.0%}) by {model_label}, answered in {seconds * 1000:.0f} ms."
+    summary = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
     return top, stages_fig, heads_fig, attribution_fig, summary
 
 
+def analyse_new_image(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
+    """`analyse` as soon as the visitor gives an image; clears the outputs when they remove it."""
+    if image is None:
+        return None, None, None, None, ""
+    return analyse(image, model_label, method, stage)
+
+
+def show_heads(image: ImageInput, model_label: str, stage: int) -> go.Figure | None:
+    """The per-head grid of one stage (1-based); ``None`` while there is no image yet."""
+    if image is None:
+        return None
+    img = read_image(image)
+    with _model_for_request(model_label) as model:
+        s = _check_stage(model, stage)
+        return _heads_figure(attention_views(model, img), s)
+
+
+def show_attribution(image: ImageInput, model_label: str, method: str, stage: int) -> go.Figure | None:
+    """The attribution overlay of ``method``; ``None`` while there is no image yet."""
+    if image is None:
+        return None
+    img = read_image(image)
+    method = _check_method(method)
+    with _model_for_request(model_label) as model:
+        return _attribution_figure(model, img, method, _check_stage(model, stage))
+
+
 # --------------------------------------------------------------------------------------------------
-# The UI
+# The UI: widgets and wiring only
 # --------------------------------------------------------------------------------------------------
 
 INTRO = """\
-# hvit: where does a pyramid vision transformer look?
-Drop in an image (or use the webcam, or click an example). The model answers with its five most likely
-classes; the plots show where each **stage** of the pyramid attends, how the **heads** of one stage
-differ, and which pixels an **attribution** method credits for the answer. Images up to
-{max_mib} MiB and {max_side} pixels a side; PNG, JPEG, BMP, GIF, WebP or TIFF.
+# Where does a pyramid vision transformer look?
+Drop in an image, take one with the webcam, or click an example. The model answers with its five most
+likely classes. The plots show where each **stage** of the pyramid attends (averaged over its heads),
+how the **heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
 """
+LIMITS = f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB and {MAX_IMAGE_SIDE} pixels a side."
 
 
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
@@ -261,40 +367,65 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         _check_model_label(label)
     if examples is None:
         examples = sample_images()[:MAX_EXAMPLES]
-    with gr.Blocks(title="hvit: pyramid vision transformers") as demo:
-        gr.Markdown(INTRO.format(max_mib=MAX_UPLOAD_BYTES // 2**20, max_side=MAX_IMAGE_SIDE))
+    with gr.Blocks(title="hvit: where does a pyramid vision transformer look?") as demo:
+        gr.Markdown(INTRO)
         with gr.Row():
-            with gr.Column(scale=1):
-                image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath")
+            with gr.Column(scale=2):
+                image = gr.Image(
+                    label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", height=320
+                )
+                gr.Markdown(LIMITS)
                 model = gr.Dropdown(list(models), value=models[0], label="Model")
                 model_info = gr.Markdown()
+                method = gr.Dropdown(
+                    [(text, name) for name, text in METHOD_LABELS.items()],
+                    value=DEFAULT_METHOD,
+                    label="Attribution method",
+                )
+                stage = gr.Radio([1, 2, 3, 4], value=1, label="Stage for the head grid (and Grad-CAM)")
                 run = gr.Button("Predict and explain", variant="primary")
-            with gr.Column(scale=1):
-                top5 = gr.Label(num_top_classes=5, label="Top-5 classes")
+            with gr.Column(scale=3):
                 summary = gr.Markdown()
-        outputs = [top5, summary]
-        run.click(
-            lambda *a: (lambda r: (r[0], r[4]))(analyse(*a, method="", stage=1)),
-            inputs=[image, model],
-            outputs=outputs,
-            api_name="predict",
-            preprocess=False,
-            concurrency_id="model",
-        )
-        model.change(describe_model, inputs=model, outputs=model_info, concurrency_id="model")
-        demo.load(describe_model, inputs=model, outputs=model_info, concurrency_id="model")
+                top5 = gr.Label(num_top_classes=5, label="Top-5 classes")
+                attribution = gr.Plot(label="Attribution")
+        # Drawn below the examples (`.render()` at the end), so the examples sit next to the input.
+        stages = gr.Plot(label="Attention of each stage", render=False)
+        heads = gr.Plot(label="Attention of each head in the chosen stage", render=False)
+
+        inputs, outputs = [image, model, method, stage], [top5, stages, heads, attribution, summary]
+        # Every event that runs a model shares one concurrency group (`CONCURRENCY_LIMIT` at a time).
+        # preprocess=False: the functions get the raw upload and check it themselves (`read_image`), so
+        # a bad file gets a message that says what to do instead of a decoder traceback.
+        run_model = dict(preprocess=False, concurrency_id="model")
+        # `.input` fires on the visitor's own changes only, not when an example fills the inputs.
+        on_input = dict(run_model, trigger_mode="always_last")  # clicking through: only the last one runs
+        run.click(analyse, inputs, outputs, api_name="predict", **run_model)
+        image.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
+        stage.input(show_heads, [image, model, stage], heads, api_name="heads", **on_input)
+        method.input(show_attribution, inputs, attribution, api_name="attribution", **on_input)
+        model.change(describe_model, model, model_info, api_name="describe_model", **run_model)
+        demo.load(describe_model, model, model_info, api_visibility="private", **run_model)
         if examples:
-            gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples")
+            gr.Examples(
+                [[str(p), models[0], DEFAULT_METHOD, 1] for p in examples],
+                inputs=inputs,
+                outputs=outputs,
+                fn=analyse,
+                cache_examples=True,
+                cache_mode="lazy",  # computed on first click, then served to every visitor
+                preprocess=False,
+                examples_per_page=MAX_EXAMPLES,
+                visible_columns=[0],  # the images; the other columns are the defaults set above
+            )
+        stages.render()
+        heads.render()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
 
 
 def main() -> None:
-    """Start the demo; ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` choose the address."""
-    build_demo().launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        max_file_size=MAX_UPLOAD_BYTES,
-    )
+    """Start the demo; ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` choose the address (127.0.0.1:7860)."""
+    build_demo().launch(max_file_size=MAX_UPLOAD_BYTES)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ fast and the apps only pay for Captum, timm or Plotly when they use them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -20,6 +21,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # model core
     "HViTConfig": "hvit.config",
+    "ConfigProblem": "hvit.config",
+    "check_config": "hvit.config",
     "Preprocessing": "hvit.preprocessing",
     "HierarchialViT": "hvit.model",
     "HierarchicalViT": "hvit.model",
@@ -61,6 +64,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        if importlib.util.find_spec(f"hvit.{name}") is not None:  # a submodule, e.g. hvit.registry
+            return importlib.import_module(f"hvit.{name}")
         raise AttributeError(f"module 'hvit' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # cache: later look-ups skip this function

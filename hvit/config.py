@@ -17,6 +17,14 @@ from typing import Any
 SRRatio = int | tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One invalid setting: the ``field`` (e.g. ``"num_heads[2]"``) and a plain-words ``message``."""
+
+    field: str
+    message: str
+
+
 @dataclass
 class HViTConfig:
     """Configuration of a hierarchical (pyramid) vision transformer.
@@ -73,6 +81,10 @@ class HViTConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        self._normalise()
+        self.validate()
+
+    def _normalise(self) -> None:
         # Accept lists (the seed documents List[int]) but store tuples, so configs compare and hash.
         for name in ("embed_dims", "num_heads", "mlp_ratios", "depths"):
             value = getattr(self, name)
@@ -82,7 +94,6 @@ class HViTConfig:
             self.sr_ratios = tuple(
                 tuple(r) if isinstance(r, Sequence) and not isinstance(r, str) else r for r in self.sr_ratios
             )
-        self.validate()
 
     @property
     def num_stages(self) -> int:
@@ -94,65 +105,91 @@ class HViTConfig:
         return (r,) if isinstance(r, int) else tuple(r)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field, its value and what would be valid."""
+        """Raise ``ValueError`` naming every invalid field, its value and what would be valid."""
+        found = self.problems()
+        if found:
+            raise ValueError("; ".join(p.message for p in found))
 
-        def positive_int(name: str, v: Any, minimum: int = 1) -> None:
+    def problems(self) -> list[ConfigProblem]:
+        """Every invalid setting, in plain words, each tied to the field that causes it.
+
+        This is what `validate` raises and what the architecture explorer shows next to its controls.
+        """
+        out: list[ConfigProblem] = []
+
+        def positive_int(name: str, v: Any, minimum: int = 1) -> bool:
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+                out.append(ConfigProblem(name, f"{name} must be an int >= {minimum}, got {v!r}"))
+                return False
+            return True
 
-        positive_int("img_size", self.img_size)
-        positive_int("patch_size", self.patch_size)
-        positive_int("in_chans", self.in_chans)
+        for name in ("img_size", "patch_size", "in_chans", "pool_size", "downsample_stride"):
+            positive_int(name, getattr(self, name))
         positive_int("num_classes", self.num_classes, minimum=0)
-        positive_int("pool_size", self.pool_size)
-        positive_int("downsample_stride", self.downsample_stride)
 
         per_stage = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
         for name in per_stage:
             v = getattr(self, name)
             if not isinstance(v, tuple) or len(v) == 0:
-                raise ValueError(f"{name} must be a non-empty list with one value per stage, got {v!r}")
+                out.append(
+                    ConfigProblem(
+                        name, f"{name} must be a non-empty list with one value per stage, got {v!r}"
+                    )
+                )
+        if out and any(p.field in per_stage for p in out):
+            return out
         lengths = {name: len(getattr(self, name)) for name in per_stage}
         if len(set(lengths.values())) != 1:
-            raise ValueError(
+            out.append(ConfigProblem(
+                "depths",
                 "embed_dims, num_heads, mlp_ratios, depths and sr_ratios need one value per stage, "
-                f"but their lengths differ: {lengths}"
-            )
+                f"but their lengths differ: {lengths}",
+            ))  # fmt: skip
+            return out
         for i in range(self.num_stages):
-            positive_int(f"embed_dims[{i}]", self.embed_dims[i])
-            positive_int(f"num_heads[{i}]", self.num_heads[i])
+            dim_ok = positive_int(f"embed_dims[{i}]", self.embed_dims[i])
+            heads_ok = positive_int(f"num_heads[{i}]", self.num_heads[i])
             positive_int(f"depths[{i}]", self.depths[i])
             m = self.mlp_ratios[i]
             if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
-                raise ValueError(f"mlp_ratios[{i}] must be a positive number, got {m!r}")
-            if self.embed_dims[i] % self.num_heads[i]:
-                raise ValueError(
+                out.append(
+                    ConfigProblem(f"mlp_ratios[{i}]", f"mlp_ratios[{i}] must be a positive number, got {m!r}")
+                )
+            if dim_ok and heads_ok and self.embed_dims[i] % self.num_heads[i]:
+                out.append(ConfigProblem(
+                    f"num_heads[{i}]",
                     f"embed_dims[{i}]={self.embed_dims[i]} is not divisible by num_heads[{i}]="
                     f"{self.num_heads[i]}: every head needs the same width; choose a width that is a "
-                    f"multiple of {self.num_heads[i]} or a head count that divides {self.embed_dims[i]}"
-                )
+                    f"multiple of {self.num_heads[i]} or a head count that divides {self.embed_dims[i]}",
+                ))  # fmt: skip
             groups = self.sr_ratios[i]
             groups = (groups,) if not isinstance(groups, tuple) else groups
-            if len(groups) == 0:
-                raise ValueError(f"sr_ratios[{i}] is an empty list; give an int >= 1 or a list of them")
-            for r in groups:
-                if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                    raise ValueError(
-                        f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}"
-                    )
-            if self.num_heads[i] % len(groups):
-                raise ValueError(
+            if len(groups) == 0 or any(
+                isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in groups
+            ):
+                out.append(ConfigProblem(
+                    f"sr_ratios[{i}]",
+                    f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}",
+                ))  # fmt: skip
+            elif heads_ok and self.num_heads[i] % len(groups):
+                out.append(ConfigProblem(
+                    f"sr_ratios[{i}]",
                     f"sr_ratios[{i}]={self.sr_ratios[i]!r} makes {len(groups)} head groups, but "
-                    f"num_heads[{i}]={self.num_heads[i]} heads cannot be split evenly between them"
-                )
+                    f"num_heads[{i}]={self.num_heads[i]} heads cannot be split evenly between them",
+                ))  # fmt: skip
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1), got {v!r}")
+                out.append(ConfigProblem(name, f"{name} must be a probability in [0, 1), got {v!r}"))
         if not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
-            raise ValueError(f"norm_eps must be a positive number, got {self.norm_eps!r}")
-        if self.overlap_patch_embed and self.patch_size < 2:
-            raise ValueError("overlap_patch_embed needs patch_size >= 2 (its kernel is 2*patch_size-1)")
+            out.append(
+                ConfigProblem("norm_eps", f"norm_eps must be a positive number, got {self.norm_eps!r}")
+            )
+        if self.overlap_patch_embed and isinstance(self.patch_size, int) and self.patch_size < 2:
+            out.append(ConfigProblem(
+                "patch_size", "overlap_patch_embed needs patch_size >= 2 (its kernel is 2*patch_size-1)"
+            ))  # fmt: skip
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (tuples become lists), as stored in checkpoints."""
@@ -170,3 +207,29 @@ class HViTConfig:
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}; valid fields are {sorted(known)}")
         return cls(**d)
+
+
+def check_config(**fields_: Any) -> list[ConfigProblem]:
+    """Every problem of a would-be config, without raising: for UIs that explain instead of crash.
+
+    Args:
+        **fields_: `HViTConfig` fields; missing ones take their defaults.
+
+    Returns:
+        The problems, empty when ``HViTConfig(**fields_)`` would succeed.
+    """
+    known = {f.name for f in fields(HViTConfig)}
+    unknown = sorted(set(fields_) - known)
+    if unknown:
+        return [
+            ConfigProblem(name, f"{name} is not a config field; valid fields are {sorted(known)}")
+            for name in unknown
+        ]
+    cfg = object.__new__(HViTConfig)
+    for f in fields(HViTConfig):
+        setattr(cfg, f.name, fields_.get(f.name, f.default))
+    try:
+        cfg._normalise()
+    except TypeError as err:
+        return [ConfigProblem("config", str(err))]
+    return cfg.problems()

@@ -95,7 +95,7 @@ st.caption(
     "MACs are multiply-accumulates for one image, the unit the PVT papers call FLOPs."
 )
 
-top = st.columns([2.2, 1, 1, 3], gap="medium", vertical_alignment="top")
+top = st.columns([2, 1.25, 1.25, 3], gap="medium", vertical_alignment="top")
 choices = [IN_USE, *hvit.list_models()] if common.model_in_use() is not None else hvit.list_models()
 if st.session_state.get("arch_preset") not in choices:
     st.session_state["arch_preset"] = DEFAULT_PRESET
@@ -256,38 +256,42 @@ st.caption(
 )
 st.plotly_chart(pyramid, width="stretch", config={"displayModeBar": False}, key="arch_pyramid")
 
-left, right = st.columns([1.15, 1], gap="large")
+st.subheader("Cost per stage")
+table = [
+    {
+        "stage": row["stage"],
+        "query grid": row["query_grid"],
+        "tokens": f"{row['tokens']:,}",
+        "key grid": row["key_grids"],
+        "keys": row["keys"],
+        "parameters": f"{row['params']:,}",
+        "MMACs": f"{row['macs'] / 1e6:,.2f}",
+        "attention share of MACs": f"{row['attention_macs'] / max(row['macs'], 1):.0%}",
+        "attention memory per block": f"{row['attention_bytes'] / 1024:,.1f} KiB",
+    }
+    for row in rows
+]
+st.dataframe(table, hide_index=True, width="stretch")
+st.caption(
+    f"Head (final norm + classifier): {totals['head_params']:,} parameters. Attention memory: the "
+    "probabilities of one block for one image (fp32), queries x keys x heads."
+)
+
+st.subheader("Attention cost against image size")
+left, right = st.columns([1.6, 1], gap="large")
 with left:
-    st.subheader("Cost per stage")
-    table = [
-        {
-            "stage": row["stage"],
-            "query grid": row["query_grid"],
-            "tokens": f"{row['tokens']:,}",
-            "key grid": row["key_grids"],
-            "keys": row["keys"],
-            "parameters": f"{row['params']:,}",
-            "MMACs": f"{row['macs'] / 1e6:,.2f}",
-            "attention share": f"{row['attention_macs'] / max(row['macs'], 1):.0%}",
-            "attention memory": f"{row['attention_bytes'] / 1024:,.1f} KiB",
-        }
-        for row in rows
-    ]
-    st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(
-        f"Head (final norm + classifier): {totals['head_params']:,} parameters. "
-        "Attention memory: the probabilities of one block for one image (fp32), queries x keys x heads."
-    )
-with right:
-    st.subheader("Attention cost against image size")
     st.plotly_chart(
         _cost_figure(json.dumps(cfg.to_dict()), img_size),
         width="stretch",
         config={"displayModeBar": False},
         key="arch_cost",
     )
-    st.caption(
-        "Global attention compares every token with every token: N² for N tokens, so doubling the image "
-        "side costs 16x. SRA divides the keys by R² but still grows as N². Linear SRA pools the keys to a "
-        "fixed 7x7 grid, so its cost grows only like N."
+with right:
+    st.markdown(
+        "**Global attention** compares every token with every token: $N^2$ pairs for $N$ tokens, and "
+        "$N$ grows with the square of the image side, so doubling the side costs $16\\times$.\n\n"
+        "**SRA** builds keys from a grid $R$ times coarser: $N \\cdot N/R^2$ pairs. Cheaper by $R^2$, "
+        "but the curve has the same slope.\n\n"
+        "**Linear SRA** pools the keys to a fixed $7\\times7$ grid: $49N$ pairs, so its cost grows only "
+        "like $N$. At small images it can cost *more* than SRA, because 49 keys exceed $N/R^2$."
     )

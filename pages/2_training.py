@@ -1,3 +1,322 @@
+"""Live training: train a small pyramid transformer and watch it learn, batch by batch."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+import uuid
+
+import common
 import streamlit as st
 
-st.title("coming")
+from hvit import demo
+from hvit.explain import figures
+
+DATASETS = {
+    "shapes": "Shapes (generated here, offline)",
+    "mnist": "MNIST digits (downloads once, needs internet)",
+    "fashion-mnist": "Fashion-MNIST (downloads once, needs internet)",
+    "cifar10": "CIFAR-10 photos (downloads once, needs internet)",
+    "zip": "Your own images (zip upload)",
+}
+LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+
+
+def _run() -> demo.LiveTraining | None:
+    return st.session_state.get("train_run")
+
+
+def _start() -> None:
+    """Start button: a new run owned by this browser session (any previous one is stopped)."""
+    previous = _run()
+    if previous is not None and previous.running:
+        previous.stop()
+    dataset = st.session_state["train_dataset"]
+    if dataset == "zip":
+        dataset = st.session_state.get("train_zip_root")
+    request = demo.TrainingRequest(
+        dataset=dataset,
+        preset=st.session_state["train_preset"],
+        epochs=int(st.session_state["train_epochs"]),
+        batch_size=int(st.session_state["train_batch"]),
+        lr=float(st.session_state["train_lr"]),
+        train_images=int(st.session_state["train_images"]),
+        val_images=int(st.session_state["train_val_images"]),
+        augment=st.session_state["train_augment"],
+    )
+    run = demo.LiveTraining(request)
+    run.run_id = uuid.uuid4().hex[:12]
+    st.session_state["train_run"] = run
+    st.session_state.pop("train_checkpoint", None)
+    run.start()
+
+
+def _stop() -> None:
+    run = _run()
+    if run is not None:
+        run.stop()
+
+
+def _use_model() -> None:
+    run = _run()
+    if run is None or run.model is None:
+        return
+    st.session_state["trained_model"] = {"model": run.model, "key": f"trained:{run.run_id}"}
+    common.use_trained_model()
+
+
+def _eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "estimating…"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+# ----- settings ---------------------------------------------------------------------------------------
+
+st.title("Live training")
+st.caption(
+    "Train a small pyramid transformer on this computer and watch it learn. Training runs in the "
+    "background of this browser tab only: other tabs and other people are not affected."
+)
+run = _run()
+busy = run is not None and run.running
+
+with st.container(border=True):
+    c = st.columns([2.2, 1.3, 1, 1, 1], gap="medium")
+    dataset = c[0].selectbox(
+        "Data set", list(DATASETS), format_func=DATASETS.get, key="train_dataset", disabled=busy
+    )
+    c[1].selectbox(
+        "Model preset",
+        demo.TRAINING_PRESETS,
+        key="train_preset",
+        disabled=busy,
+        help="Classroom models: small enough to train in a minute or two on a laptop CPU.",
+    )
+    c[2].number_input("Epochs", 1, 50, 3, key="train_epochs", disabled=busy)
+    c[3].select_slider("Batch size", [16, 32, 64, 128], 64, key="train_batch", disabled=busy)
+    c[4].select_slider(
+        "Learning rate", LEARNING_RATES, 1e-3, key="train_lr", format_func=lambda v: f"{v:g}", disabled=busy
+    )
+    c = st.columns([2.2, 1.3, 2, 1], gap="medium", vertical_alignment="bottom")
+    c[0].select_slider(
+        "Training images per epoch",
+        [60, 120, 300, 600, 1200, 2400, 6000],
+        600,
+        key="train_images",
+        disabled=busy,
+        help="Shapes are generated in this number; larger data sets use a fixed random subset of this size.",
+    )
+    c[1].select_slider(
+        "Validation images", [30, 60, 150, 300, 600], 150, key="train_val_images", disabled=busy
+    )
+    c[2].segmented_control(
+        "Augmentation",
+        ["none", "light", "strong"],
+        default="light",
+        key="train_augment",
+        disabled=busy,
+        help="light: small random shifts. strong: zoom, flip and colour changes (for photos).",
+    )
+    with c[3]:
+        if busy:
+            st.button(
+                "Stop",
+                key="train_stop",
+                on_click=_stop,
+                type="secondary",
+                icon=":material/stop:",
+                width="stretch",
+            )
+        else:
+            ready = dataset != "zip" or st.session_state.get("train_zip_root") is not None
+            st.button(
+                "Start",
+                key="train_start",
+                on_click=_start,
+                type="primary",
+                icon=":material/play_arrow:",
+                disabled=not ready,
+                width="stretch",
+            )
+
+    if dataset == "zip":
+        upload = st.file_uploader(
+            "Zipped data set: train/<class name>/<image files> (optionally also val/<class name>/...)",
+            type=["zip"],
+            key="train_zip",
+            disabled=busy,
+            help=f"At most {demo.MAX_ZIP_BYTES // 2**20} MiB; at least two class folders.",
+        )
+        if upload is None:
+            st.session_state.pop("train_zip_root", None)
+            st.info("Upload a .zip with a train/ folder holding one folder of images per class.")
+        else:
+            data = upload.getvalue()
+            digest = hashlib.sha256(data).hexdigest()
+            if st.session_state.get("train_zip_digest") != digest:
+                st.session_state.pop("train_zip_root", None)
+                try:
+                    root = demo.extract_dataset_zip(data, tempfile.mkdtemp(prefix="hvit-zip-"))
+                    classes = demo.folder_classes(root)
+                except (demo.DatasetZipError, FileNotFoundError, ValueError) as err:
+                    st.session_state["train_zip_digest"] = digest
+                    st.session_state["train_zip_error"] = str(err)
+                else:
+                    st.session_state.update(
+                        train_zip_digest=digest, train_zip_root=str(root), train_zip_classes=classes
+                    )
+                    st.session_state.pop("train_zip_error", None)
+                st.rerun()  # the Start button above depends on the result
+            if st.session_state.get("train_zip_error"):
+                st.error(
+                    f"This zip cannot be used: {st.session_state['train_zip_error']}",
+                    icon=":material/folder_off:",
+                )
+            elif st.session_state.get("train_zip_root"):
+                classes = st.session_state["train_zip_classes"]
+                st.success(f"{upload.name}: {len(classes)} classes ({', '.join(classes[:8])}).")
+    elif dataset != "shapes":
+        st.caption(
+            "This data set is downloaded on first use. Without internet the run stops with a message "
+            "saying where to put the files; the shapes data set always works offline."
+        )
+
+
+# ----- while it trains (redrawn every second) ---------------------------------------------------------
+
+
+def live_view() -> None:
+    run = _run()
+    if run is None:
+        st.info(
+            "Choose a data set and a preset, then press **Start**. Three epochs of shapes take about a minute."
+        )
+        return
+    request = run.request
+    if run.running:
+        p = run.progress()
+        if run.phase == "preparing":
+            st.progress(0.0, text="Preparing the data set and the model…")
+        else:
+            st.progress(
+                p["fraction"],
+                text=f"Epoch {min(int(p['epoch']) + 1, request.epochs)} of {request.epochs} · "
+                f"{p['images_per_sec']:.0f} images/s · about {_eta(p['eta_seconds'])} left",
+            )
+    elif run.phase == "failed":
+        st.error(
+            f"Training failed: {run.message}. Try the shapes data set, a smaller learning rate, or another preset.",
+            icon=":material/error:",
+        )
+    elif run.phase == "stopped":
+        st.warning(f"Training was stopped ({run.message}). The model keeps what it learned so far.")
+    else:
+        epochs_done = len(run.epochs)
+        last = run.epochs[-1] if run.epochs else {}
+        accuracy = f", validation accuracy {last['val_accuracy']:.0%}" if "val_accuracy" in last else ""
+        st.success(
+            f"Training completed: {epochs_done} epoch{'s' if epochs_done != 1 else ''}{accuracy}.",
+            icon=":material/check_circle:",
+        )
+
+    batches, epochs = run.logs()
+    left, right = st.columns([1.5, 1], gap="large")
+    with left:
+        st.markdown("**Loss and accuracy**")
+        if batches:
+            st.plotly_chart(
+                demo.training_curves_figure(batches, epochs),
+                width="stretch",
+                config={"displayModeBar": False},
+                key="train_curves",
+            )
+        else:
+            st.caption("The curves appear after the first batch.")
+    with right:
+        st.markdown("**What the model looks at** (attention rollout of one validation image, epoch by epoch)")
+        snaps = list(run.snapshots)[-6:]
+        if snaps and run.snapshot_image is not None:
+            titles = [f"epoch {e}: {label} {prob:.0%}" for e, _, label, prob in snaps]
+            fig = figures.panel_grid_figure(
+                [m for _, m, _, _ in snaps],
+                titles,
+                image=run.snapshot_image,
+                cols=3,
+                opacity=0.55,
+                opacity_slider=False,
+                panel_height=150,
+            )
+            st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="train_snapshots")
+            st.caption(
+                "Brighter: the tokens the prediction draws on. Before training the map is nearly flat; "
+                "as the model learns, it should gather on the shape."
+            )
+        else:
+            st.caption("The snapshot appears when the data set is ready.")
+    if run.finished and st.session_state.get("train_drawn_final") != run.run_id:
+        st.session_state["train_drawn_final"] = run.run_id
+        st.rerun()  # once: show the results below and the Start button
+
+
+st.fragment(run_every=1.0 if busy else None)(live_view)()
+
+
+# ----- after training -------------------------------------------------------------------------------
+
+if run is not None and run.finished and run.results is not None:
+    st.divider()
+    st.subheader("Results on the validation images")
+    results = run.results
+    left, right = st.columns([1, 1.2], gap="large")
+    with left:
+        st.markdown(f"**Confusion matrix** · accuracy {results['accuracy']:.1%}")
+        st.plotly_chart(
+            demo.confusion_figure(results["confusion"], run.class_names),
+            width="stretch",
+            config={"displayModeBar": False},
+            key="train_confusion",
+        )
+    with right:
+        st.markdown("**Sample predictions**")
+        samples = results["samples"]
+        cols = st.columns(6)
+        for i, image in enumerate(samples["images"]):
+            true, pred = run.class_names[samples["labels"][i]], run.class_names[samples["predictions"][i]]
+            mark = "✓" if true == pred else "✗"
+            cols[i % 6].image(
+                demo.enlarge(image, 96),
+                caption=f"{mark} {pred} {samples['probabilities'][i]:.0%}"
+                + ("" if true == pred else f" (is {true})"),
+                width="stretch",
+            )
+    c = st.columns([1.3, 1.3, 3], vertical_alignment="center")
+    if "train_checkpoint" not in st.session_state:
+        st.session_state["train_checkpoint"] = run.checkpoint_bytes()
+    name = run.request.dataset if run.request.dataset in DATASETS else "custom"
+    c[0].download_button(
+        "Download the checkpoint",
+        st.session_state["train_checkpoint"],
+        file_name=f"hvit_{run.request.preset}_{name}.safetensors",
+        mime="application/octet-stream",
+        icon=":material/download:",
+        key="train_download",
+        on_click="ignore",
+        width="stretch",
+    )
+    in_use = common.model_in_use()
+    using = in_use is not None and in_use.key == f"trained:{run.run_id}"
+    c[1].button(
+        "Using this model" if using else "Use this model on every page",
+        on_click=_use_model,
+        disabled=using,
+        type="primary",
+        icon=":material/check:" if using else ":material/swap_horiz:",
+        key="train_use",
+        width="stretch",
+    )
+    c[2].caption(
+        "The checkpoint holds the weights, the architecture and the preprocessing (input size, mean, std, "
+        "class names): load it in the sidebar (upload), with `hvit.load_checkpoint`, or in the Gradio demo."
+    )

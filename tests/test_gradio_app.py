@@ -49,6 +49,7 @@ def _has_shipped_model() -> bool:
 
 # The model every test uses: the shipped one once it exists, a tiny random preset before that.
 MODEL = core.SHIPPED if _has_shipped_model() else "hvit_nano (random weights)"
+FAST = "grad_cam"  # one backward pass: for tests where the attribution method does not matter
 
 
 def _free_port() -> int:
@@ -85,7 +86,7 @@ def model():
 
 def test_analyse_gives_the_models_top5_for_each_sample(samples, model):
     for path in samples[:4]:
-        top, *_, summary = ga.analyse(str(path), MODEL, ga.DEFAULT_METHOD, 1)
+        top, *_, summary = ga.analyse(str(path), MODEL, FAST, 1)
         expected = core.predict(model, core.load_image(path), k=5)
         assert list(top) == expected.labels
         np.testing.assert_allclose(list(top.values()), expected.probs, rtol=1e-5)
@@ -95,11 +96,52 @@ def test_analyse_gives_the_models_top5_for_each_sample(samples, model):
         assert expected.labels[0] in summary
 
 
+def _heatmaps(fig: go.Figure) -> list:
+    return [t for t in fig.data if isinstance(t, go.Heatmap)]
+
+
+def test_analyse_draws_every_stage_every_head_and_the_attribution_of_the_top_class(samples, model):
+    size = model.preprocessing.img_size
+    for stage in (1, len(model.stages)):
+        top, stages_fig, heads_fig, attribution_fig, _ = ga.analyse(str(samples[0]), MODEL, "saliency", stage)
+        stage_maps = _heatmaps(stages_fig)
+        assert len(stage_maps) == len(model.stages)  # one panel per stage, over the image the model saw
+        assert all(np.asarray(t.z).shape == (size, size) for t in stage_maps)
+        assert sum(isinstance(t, go.Image) for t in stages_fig.data) == len(model.stages)
+        assert len(_heatmaps(heads_fig)) == model.config.num_heads[stage - 1]
+        assert f"Stage {stage}" in heads_fig.layout.title.text
+        (attr,) = _heatmaps(attribution_fig)
+        assert np.asarray(attr.z).shape == (size, size) and np.abs(np.asarray(attr.z)).sum() > 0
+        assert repr(next(iter(top))) in attribution_fig.layout.title.text  # explains the top class
+
+
+@pytest.mark.parametrize("method", sorted(ga.METHOD_LABELS))
+def test_every_attribution_method_gives_a_map(samples, model, method):
+    fig = ga.show_attribution(str(samples[1]), MODEL, method, 2)
+    (attr,) = _heatmaps(fig)
+    z = np.asarray(attr.z, dtype=float)
+    assert z.shape == (model.preprocessing.img_size,) * 2 and np.isfinite(z).all()
+    if method in {"integrated_gradients", "input_x_gradient", "gradient_shap", "occlusion"}:
+        assert attr.zmid == 0 and attr.zmin == -attr.zmax  # signed: diverging scale centred on zero
+
+
+def test_changing_stage_or_method_without_an_image_does_nothing():
+    assert ga.show_heads(None, MODEL, 2) is None
+    assert ga.show_attribution(None, MODEL, "saliency", 1) is None
+
+
+def test_bad_stage_and_method_are_refused(samples):
+    with pytest.raises(gr.Error, match="Stage must be"):
+        ga.analyse(str(samples[0]), MODEL, "saliency", 7)
+    with pytest.raises(gr.Error, match="Unknown attribution method"):
+        ga.analyse(str(samples[0]), MODEL, "lime", 1)
+
+
 def test_every_kind_of_input_gives_the_same_answer(samples):
     path = samples[0]
     pil = Image.open(path).convert("RGB")
     payload = {"path": str(path), "orig_name": path.name, "url": None}
-    answers = [ga.analyse(src, MODEL, ga.DEFAULT_METHOD, 1)[0] for src in (str(path), pil, np.asarray(pil), payload)]
+    answers = [ga.analyse(src, MODEL, FAST, 1)[0] for src in (str(path), pil, np.asarray(pil), payload)]
     for other in answers[1:]:
         assert list(other) == list(answers[0])
         np.testing.assert_allclose(list(other.values()), list(answers[0].values()), rtol=1e-5)
@@ -109,8 +151,8 @@ def test_a_data_url_upload_is_decoded(samples):
     import base64
 
     data = base64.b64encode(samples[0].read_bytes()).decode()
-    top = ga.analyse({"url": f"data:image/png;base64,{data}", "path": None}, MODEL, ga.DEFAULT_METHOD, 1)[0]
-    assert list(top) == list(ga.analyse(str(samples[0]), MODEL, ga.DEFAULT_METHOD, 1)[0])
+    top = ga.analyse({"url": f"data:image/png;base64,{data}", "path": None}, MODEL, FAST, 1)[0]
+    assert list(top) == list(ga.analyse(str(samples[0]), MODEL, FAST, 1)[0])
 
 
 @pytest.mark.parametrize(
@@ -128,7 +170,7 @@ def test_a_data_url_upload_is_decoded(samples):
 def test_bad_uploads_raise_a_gradio_error_that_says_what_to_do(tmp_path, make, message):
     image = make(tmp_path)
     with pytest.raises(gr.Error, match=message):
-        ga.analyse(image, MODEL, ga.DEFAULT_METHOD, 1)
+        ga.analyse(image, MODEL, FAST, 1)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -143,7 +185,7 @@ def _save(path: Path, size: tuple[int, int]) -> Path:
 
 def test_an_unknown_model_is_refused():
     with pytest.raises(gr.Error, match="Unknown model"):
-        ga.analyse(np.zeros((8, 8, 3), np.uint8), "resnet50", ga.DEFAULT_METHOD, 1)
+        ga.analyse(np.zeros((8, 8, 3), np.uint8), "resnet50", FAST, 1)
 
 
 def test_the_shipped_model_is_the_default_option():
@@ -156,7 +198,7 @@ def test_the_shipped_model_names_its_classes(samples):
     with ga.MODELS.borrow(core.SHIPPED) as m:
         names = m.preprocessing.class_names
     assert names and all(name in text for name in names[:5])
-    top = ga.analyse(str(samples[0]), core.SHIPPED, ga.DEFAULT_METHOD, 1)[0]
+    top = ga.analyse(str(samples[0]), core.SHIPPED, FAST, 1)[0]
     assert set(top) <= set(names)
 
 
@@ -170,7 +212,7 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
     text = ga.describe_model(core.IMAGENET)
     assert "not available" in text and "shipped shapes model" in text
     with pytest.raises(gr.Error, match="could not fetch the ImageNet weights") as info:
-        ga.analyse(str(samples[0]), core.IMAGENET, ga.DEFAULT_METHOD, 1)
+        ga.analyse(str(samples[0]), core.IMAGENET, FAST, 1)
     assert info.value.title == "ImageNet weights unavailable"
     assert time.perf_counter() - start < 30  # timm's import is most of it; no network wait
 
@@ -179,7 +221,7 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
 @pytest.mark.skipif(not __import__("hvit.interchange").interchange.hub_reachable(), reason="offline")
 def test_imagenet_online_predicts_imagenet_classes():
     photo = core.ASSETS / "photos" / "chelsea.jpg"
-    top = ga.analyse(str(photo), core.IMAGENET, ga.DEFAULT_METHOD, 1)[0]
+    top = ga.analyse(str(photo), core.IMAGENET, FAST, 1)[0]
     assert len(top) == 5 and any("cat" in name.lower() for name in top)
 
 
@@ -207,7 +249,9 @@ def test_pool_loads_once_and_lends_each_request_its_own_copy(monkeypatch):
 
 def test_a_failed_load_is_not_cached(monkeypatch):
     pool = ga.ModelPool()
-    monkeypatch.setattr(ga, "load_model_choice", lambda label: (_ for _ in ()).throw(FileNotFoundError("gone")))
+    monkeypatch.setattr(
+        ga, "load_model_choice", lambda label: (_ for _ in ()).throw(FileNotFoundError("gone"))
+    )
     with pytest.raises(FileNotFoundError), pool.borrow("a"):
         pass
     import hvit.registry
@@ -293,7 +337,9 @@ def test_eight_clients_at_once_are_all_answered_correctly(server, samples):
     clients = [_client(server) for _ in images]
 
     def ask(i: int) -> dict[str, float]:
-        out = clients[i].predict(handle_file(str(images[i])), MODEL, ga.DEFAULT_METHOD, 1, api_name="/predict")
+        out = clients[i].predict(
+            handle_file(str(images[i])), MODEL, ga.DEFAULT_METHOD, 1, api_name="/predict"
+        )
         return _confidences(out[0])
 
     with ThreadPoolExecutor(len(images)) as pool:

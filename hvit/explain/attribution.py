@@ -96,7 +96,7 @@ class AttributionSettings:
     """
 
     n_steps: int = 32
-    internal_batch_size: int = 16
+    internal_batch_size: int = 32
     nt_samples: int = 16
     nt_samples_batch_size: int = 8
     noise_level: float = 0.15
@@ -105,7 +105,7 @@ class AttributionSettings:
     shap_stdev: float = 0.1
     occlusion_window: int | None = None
     occlusion_stride: int | None = None
-    perturbations_per_eval: int = 16
+    perturbations_per_eval: int = 64
 
 
 @dataclass

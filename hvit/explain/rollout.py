@@ -178,6 +178,29 @@ def _readout(record: AttentionRecord, batch: int, is_last: bool, query: tuple[in
     return v
 
 
+def rollout_all_stages(
+    maps: AttentionMaps,
+    strides: list[int],
+    downsample_stride: int,
+    image_size: tuple[int, int],
+    head_fusion: str = "mean",
+    residual_weight: float = 0.5,
+    pixel: tuple[int, int] | None = None,
+) -> AttentionRollout:
+    """`attention_rollout` on attention already extracted (``strides``: pixels per token per stage)."""
+    out, dropped = [], []
+    batch = maps.records[0][0][0].probs.shape[0]
+    for s in range(maps.num_stages):
+        rec = maps.records[s][0][0]
+        query = None if pixel is None else pixel_to_token(pixel, rec.query_grid, strides[s])
+        start = _readout(rec, batch, s == maps.num_stages - 1, query)
+        roll, mass = rollout_from_maps(maps, downsample_stride, start, s, head_fusion, residual_weight)
+        out.append(roll[:, 0].unflatten(-1, maps.records[0][0][0].query_grid))  # (B, H1, W1)
+        dropped.append(mass[:, 0])
+    grid = maps.records[0][0][0].query_grid
+    return AttentionRollout(out, dropped, tuple(grid), strides[0], tuple(image_size))
+
+
 def attention_rollout(
     model: nn.Module,
     images: ImageLike,
@@ -203,15 +226,7 @@ def attention_rollout(
         `AttentionRollout` with one map per stage; ``maps[-1]`` explains the prediction.
     """
     x = prepare_images(model, images)
-    maps = extract_attention(model, x)
-    strides = stage_strides(model)
-    out, dropped = [], []
-    for s in range(maps.num_stages):
-        rec = maps.records[s][0][0]
-        query = None if pixel is None else pixel_to_token(pixel, rec.query_grid, strides[s])
-        start = _readout(rec, x.shape[0], s == maps.num_stages - 1, query)
-        roll, mass = rollout_from_maps(maps, model.config.downsample_stride, start, s, head_fusion, residual_weight)
-        out.append(roll[:, 0].unflatten(-1, maps.records[0][0][0].query_grid))  # (B, H1, W1)
-        dropped.append(mass[:, 0])
-    grid = maps.records[0][0][0].query_grid
-    return AttentionRollout(out, dropped, tuple(grid), strides[0], (int(x.shape[-2]), int(x.shape[-1])))
+    return rollout_all_stages(
+        extract_attention(model, x), stage_strides(model), model.config.downsample_stride,
+        (int(x.shape[-2]), int(x.shape[-1])), head_fusion, residual_weight, pixel,
+    )  # fmt: skip

@@ -116,9 +116,13 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+        # Not torch.manual_seed / fork_rng: those also reseed every accelerator and cost ~0.4 ms each.
+        saved = torch.get_rng_state()
+        torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, index))
+        try:
             return self.dataset[index]
+        finally:
+            torch.set_rng_state(saved)
 
 
 class _EpochSampler(DistributedSampler):

@@ -1,0 +1,71 @@
+"""AppTest of the attention and attributions page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGE = "../pages/3_attention.py"
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    return at.switch_page(PAGE).run()
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _heat(fig: dict) -> list:
+    return next(t["z"] for t in fig["data"] if t["type"] == "heatmap")
+
+
+def test_renders_maps_for_the_default_model_and_image() -> None:
+    at = _page()
+    assert not at.exception and not at.error
+    kinds = [fig["layout"].get("title", {}).get("text", "") for fig in _figures(at)]
+    assert any("Where the query looks" in k for k in kinds)
+    assert len(_figures(at)) >= 6  # query, key grid, heads, head stats, rollout, attributions
+
+
+def test_stage_head_and_query_change_the_maps() -> None:
+    at = _page()
+    before = _heat(_figures(at)[0])
+    at.selectbox(key="att_stage").set_value(1).run()
+    at.selectbox(key="att_head").set_value(1).run()
+    assert not at.exception and not at.error
+    after_stage = _heat(_figures(at)[0])
+    assert after_stage != before
+    at.slider(key="att_qy").set_value(2).run()
+    at.slider(key="att_qx").set_value(2).run()
+    assert not at.exception
+    assert "Query token (0, 0)" in " ".join(c.value for c in at.caption)
+
+
+def test_shapes_image_gets_scores_and_checks() -> None:
+    at = _page()
+    at.segmented_control(key="att_image_source").set_value("shapes").run()
+    at.number_input(key="att_shapes_index").set_value(3).run()
+    assert not at.exception and not at.error
+    tables = [d.value for d in at.dataframe]
+    assert any("pointing game" in t.columns for t in tables)  # scores next to the maps
+    at.toggle(key="att_random").set_value(True).run()
+    at.toggle(key="att_scan").set_value(True).run()
+    assert not at.exception and not at.error
+    tables = [d.value for d in at.dataframe]
+    assert any("Spearman (trained vs random)" in t.columns for t in tables)
+    assert any(m.label.startswith("p(") for m in at.metric)  # head ablation
+
+
+def test_multi_scale_model_and_other_methods() -> None:
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    at.radio(key="model_source").set_value("preset").run()
+    at.selectbox(key="model_preset").select("hvit_nano_ms").run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.error
+    at.multiselect(key="att_methods").set_value(["occlusion", "smoothgrad"]).run()
+    assert not at.exception and not at.error

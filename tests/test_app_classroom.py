@@ -1,0 +1,67 @@
+"""AppTest of the classroom walkthrough: every step renders, Back/Next work, the URL keeps the view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGE = "../pages/4_classroom.py"
+HEADINGS = [
+    "1 · Patches and tokens",
+    "2 · Stage-1 attention",
+    "3 · Spatial reduction",
+    "4 · Downsampling into the pyramid",
+    "5 · How the class is decided",
+    "6 · Reading an attribution, and when not to trust it",
+]
+
+
+def _page(**query: str) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    at.switch_page(PAGE)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _heading(at: AppTest) -> str:
+    return at.subheader[0].value
+
+
+def test_step_forward_and_back_through_the_lesson() -> None:
+    at = _page()
+    for i, heading in enumerate(HEADINGS, start=1):
+        assert not at.exception and not at.error, heading
+        assert _heading(at) == heading
+        assert at.get("plotly_chart"), f"step {i} has a live figure"
+        assert at.query_params["step"] == [str(i)] or at.query_params["step"] == str(i)
+        if i < len(HEADINGS):
+            at.button(key="cls_next").click().run()
+    assert at.button(key="cls_next").disabled
+    at.button(key="cls_back").click().run()
+    assert _heading(at) == HEADINGS[4]
+
+
+def test_a_link_reopens_the_same_view() -> None:
+    at = _page(step="3", stage="1", qy="5", qx="20", img="shapes:7")
+    assert not at.exception and not at.error
+    assert _heading(at) == HEADINGS[2]
+    assert at.selectbox(key="cls_stage").value == 1
+    assert at.session_state["cls_image_source"] == "shapes"
+    assert at.session_state["cls_shapes_index"] == 7
+    params = {k: at.query_params[k] for k in ("step", "stage", "qy", "qx", "img")}
+    assert {k: v if isinstance(v, str) else v[0] for k, v in params.items()} == {
+        "step": "3",
+        "stage": "1",
+        "qy": "5",
+        "qx": "20",
+        "img": "shapes:7",
+    }
+
+
+def test_a_broken_link_falls_back_to_defaults() -> None:
+    at = _page(step="99", stage="x", img="sample:nope.png")
+    assert not at.exception and not at.error
+    assert _heading(at) == HEADINGS[-1]  # step clamped to the last one

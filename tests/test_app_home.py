@@ -1,0 +1,75 @@
+"""AppTest of the classroom app's entry point: home page, navigation and the shared model chooser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(MAIN, default_timeout=90)
+
+
+def _problems(at: AppTest) -> list[str]:
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def test_home_renders_with_the_shipped_model() -> None:
+    at = _app().run()
+    assert not _problems(at)
+    assert at.title[0].value == "How a hierarchical vision transformer sees"
+    assert at.session_state["model_source"] == "shipped"
+    in_use = at.session_state["model_in_use"]
+    assert in_use.source == "shipped" and in_use.key.startswith("shipped:")
+    assert any(m.label == "Classes" for m in at.metric)
+    # every page is reachable from the navigation
+    for page in ("1_architecture.py", "2_training.py", "3_attention.py", "4_classroom.py"):
+        at.switch_page(f"../pages/{page}").run()
+        assert not _problems(at), page
+
+
+def test_preset_choice_is_shared_with_the_pages() -> None:
+    at = _app().run()
+    at.radio(key="model_source").set_value("preset").run()
+    at.selectbox(key="model_preset").select("hvit_micro").run()
+    assert not _problems(at)
+    assert at.session_state["model_in_use"].key == "preset:hvit_micro"
+    at.switch_page("../pages/3_attention.py").run()
+    assert at.session_state["model_in_use"].key == "preset:hvit_micro"  # the same model on another page
+    assert not _problems(at)
+
+
+def test_missing_sources_explain_what_to_do() -> None:
+    at = _app().run()
+    at.radio(key="model_source").set_value("trained").run()
+    assert "model_in_use" not in at.session_state
+    assert any("train one on the Live training page" in i.value for i in at.info)
+    at.switch_page("../pages/3_attention.py").run()
+    assert not at.exception and any("Choose a model in the sidebar" in i.value for i in at.info)
+    at.radio(key="model_source").set_value("upload").run()
+    assert any("Upload a checkpoint" in i.value for i in at.info)
+
+
+def test_imagenet_offline_is_an_error_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hvit.interchange
+
+    monkeypatch.setattr(hvit.interchange, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hvit.interchange, "_cached_weights", lambda name: None)
+    at = _app().run()
+    at.radio(key="model_source").set_value("imagenet").run()
+    assert not at.exception
+    assert any("ImageNet weights are unavailable" in e.value for e in at.error)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_words() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(MAIN).parent))
+    import common
+
+    with pytest.raises(ValueError, match="is not an hvit checkpoint"):
+        common._checkpoint_from_bytes(b"definitely not safetensors", "model.safetensors")

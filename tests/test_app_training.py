@@ -1,0 +1,96 @@
+"""AppTest of the live training page: start, live curves, stop, results, "use this model"."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGE = "../pages/2_training.py"
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=90).run()
+    return at.switch_page(PAGE).run()
+
+
+def _tiny(at: AppTest, epochs: int = 1) -> None:
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.select_slider(key="train_images").set_value(60)
+    at.select_slider(key="train_val_images").set_value(30)
+    at.select_slider(key="train_batch").set_value(32)
+
+
+def _wait(at: AppTest, done, timeout: float = 150.0) -> None:  # noqa: ANN001 - a predicate on the run
+    start = time.monotonic()
+    while not done(at.session_state["train_run"]):
+        assert time.monotonic() - start < timeout, "training did not reach the expected state in time"
+        time.sleep(0.5)
+        at.run()
+    at.run()
+
+
+def test_one_epoch_on_a_tiny_set_shows_curves_and_results() -> None:
+    at = _page()
+    assert not at.exception and not at.error
+    _tiny(at)
+    at.button(key="train_start").click().run()
+    assert at.session_state["train_run"].running
+    _wait(at, lambda run: run.finished)
+    run = at.session_state["train_run"]
+    assert run.phase == "completed", run.message
+    assert not at.exception and not at.error
+    assert len(run.epochs) == 1 and run.batches
+    assert len(run.snapshots) == 2  # before training and after the epoch
+    assert any("Training completed" in s.value for s in at.success)
+    # curves, the attention snapshots and the confusion matrix
+    assert len(at.get("plotly_chart")) == 3
+    assert at.get("download_button")
+    # "use this model": every page now uses it
+    at.button(key="train_use").click().run()
+    assert at.session_state["model_source"] == "trained"
+    assert at.session_state["model_in_use"].key == f"trained:{run.run_id}"
+    at.switch_page("../pages/3_attention.py").run()
+    assert at.session_state["model_in_use"].model is run.model
+    assert not at.exception
+
+
+def test_stop_ends_the_run_and_keeps_the_model() -> None:
+    at = _page()
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    _wait(at, lambda run: run.batches)
+    at.button(key="train_stop").click().run()
+    _wait(at, lambda run: run.finished)
+    run = at.session_state["train_run"]
+    assert run.phase == "stopped" and len(run.epochs) < 20
+    assert any("stopped" in w.value for w in at.warning)
+    assert at.button(key="train_start")  # ready for a new run
+
+
+def test_sessions_do_not_share_training() -> None:
+    first, second = _page(), _page()
+    _tiny(first)
+    first.button(key="train_start").click().run()
+    second.run()
+    assert "train_run" not in second.session_state
+    first.session_state["train_run"].stop()
+    first.session_state["train_run"].join(60)
+
+
+def test_offline_download_fails_with_a_message(monkeypatch) -> None:  # noqa: ANN001
+    import hvit.data.classic as classic
+
+    def offline(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("MNIST is not in the data folder and could not be downloaded (offline)")
+
+    monkeypatch.setattr(classic, "load_classic", offline)
+    monkeypatch.setattr("hvit.data.load.load_classic", offline)
+    at = _page()
+    at.selectbox(key="train_dataset").select("mnist").run()
+    at.button(key="train_start").click().run()
+    _wait(at, lambda run: run.finished)
+    assert not at.exception
+    assert any("could not be downloaded" in e.value for e in at.error)

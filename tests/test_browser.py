@@ -1,0 +1,177 @@
+"""The classroom app in a real headless browser: every page renders without an error, with screenshots.
+
+Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium through
+Playwright (``executable_path="/usr/bin/chromium"``; Playwright's own browser downloads are not used).
+Screenshots of every page at 1366x768 and 1440x900 land in ``tests/artifacts/`` (git-ignored): look
+at them. CI installs Chromium with ``.ci/install-browser.sh``; when the browser is missing this test
+fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("HVIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--no-first-run",
+    "--metrics-recording-only",
+]
+PAGES = {  # name -> path; the classroom link carries its step in the URL, as a teacher's link would
+    "home": "/",
+    "architecture": "/architecture",
+    "training": "/training",
+    "attention": "/attention",
+    "classroom": "/classroom?step=2",
+}
+VIEWPORTS = [(1366, 768), (1440, 900)]
+PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+SETTLE_JS = """() => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    return !!main && !!main.querySelector('h1')
+        && !document.querySelector('[data-testid="stStatusWidget"]')
+        && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0;
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = _free_port()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: run .ci/install-browser.sh (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _settle(page, timeout_ms: int = 180_000) -> None:  # noqa: ANN001 - a Playwright page
+    """Wait until the page's script has run and every element has drawn."""
+    page.wait_for_function(SETTLE_JS, timeout=timeout_ms, polling=250)
+    page.wait_for_timeout(1500)  # charts animate in; a second pass catches a late rerun
+    page.wait_for_function(SETTLE_JS, timeout=timeout_ms, polling=250)
+
+
+def _problems(page) -> list[str]:  # noqa: ANN001
+    return [e.inner_text()[:300] for e in page.query_selector_all(PROBLEMS)]
+
+
+def _screenshot(page, name: str, full: bool = True) -> None:  # noqa: ANN001
+    w, h = page.viewport_size["width"], page.viewport_size["height"]
+    page.screenshot(path=str(ARTIFACTS / f"{name}_{w}x{h}.png"))
+    if full:  # the whole scrolling page, for review
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size({"width": w, "height": max(h, int(height))})
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / f"{name}_{w}x{h}_full.png"))
+        page.set_viewport_size({"width": w, "height": h})
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_renders_without_errors(server: str, browser, name: str) -> None:  # noqa: ANN001
+    for width, height in VIEWPORTS:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        try:
+            page = context.new_page()
+            page.goto(server + PAGES[name])
+            _settle(page)
+            assert not _problems(page), f"{name} at {width}x{height}: {_problems(page)}"
+            assert page.query_selector('[data-testid="stMain"] h1') is not None
+            _screenshot(page, name)
+        finally:
+            context.close()
+
+
+def test_training_starts_streams_and_stops(server: str, browser) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.goto(server + "/training")
+        _settle(page)
+        page.get_by_role("button", name="Start").click()
+        page.get_by_text("images/s").first.wait_for(timeout=180_000)  # the live progress bar
+        page.wait_for_timeout(2500)
+        assert not _problems(page)
+        page.screenshot(path=str(ARTIFACTS / "training_live_1366x768.png"))
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text("Training was stopped").wait_for(timeout=120_000)
+        _settle(page)
+        assert not _problems(page)
+        _screenshot(page, "training_stopped")
+    finally:
+        context.close()
+
+
+def test_classroom_next_keeps_the_step_in_the_url(server: str, browser) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(server + "/classroom?step=5")
+        _settle(page)
+        assert page.get_by_text("5 · How the class is decided").count()
+        page.get_by_role("button", name="Next").click()
+        page.get_by_text("6 · Reading an attribution").wait_for(timeout=120_000)
+        _settle(page)
+        assert "step=6" in page.url
+        assert not _problems(page)
+        _screenshot(page, "classroom_step6")
+    finally:
+        context.close()
