@@ -184,22 +184,29 @@ class MultiScaleAttention(nn.Module):
         """
         b, n, c = x.shape
         hg, d = self.heads_per_group, self.head_dim
-        q_w = self.qkv.weight[:c]
-        q_b = None if self.qkv.bias is None else self.qkv.bias[:c]
-        q = F.linear(x, q_w, q_b).reshape(b, n, self.num_heads, d).transpose(1, 2)  # (B, heads, N, d)
+        if len(self.reductions) == 1 and self.reductions[0].sr is None:
+            # No reduction (SR 1): queries, keys and values all come from x, so one GEMM makes all three.
+            qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # each (B, heads, N, d)
+            groups = [(q, k, v, tuple(grid))]
+        else:
+            q_b = None if self.qkv.bias is None else self.qkv.bias[:c]
+            q = F.linear(x, self.qkv.weight[:c], q_b).reshape(b, n, self.num_heads, d).transpose(1, 2)
+            prefix, tokens = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+            groups = []
+            for g, reduce in enumerate(self.reductions):
+                kv_in, key_grid = reduce(tokens, grid)  # (B, h*w, C)
+                if num_prefix_tokens:
+                    kv_in = torch.cat([prefix, kv_in], dim=1)  # class tokens are keys too: (B, P + h*w, C)
+                w, bias = self._kv_weight(g)
+                kv = F.linear(kv_in, w, bias).reshape(b, -1, 2, hg, d).permute(2, 0, 3, 1, 4)
+                k, v = kv.unbind(0)  # each (B, heads_in_group, M, d), M = P + h*w
+                groups.append((q[:, g * hg : (g + 1) * hg], k, v, key_grid))  # q: (B, heads_in_group, N, d)
 
-        prefix, tokens = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
         explicit = self.recorder is not None or not self.fused_attn
         records: list[AttentionRecord] = []
         outs = []
-        for g, reduce in enumerate(self.reductions):
-            kv_in, key_grid = reduce(tokens, grid)  # (B, h*w, C)
-            if num_prefix_tokens:
-                kv_in = torch.cat([prefix, kv_in], dim=1)  # class tokens are keys too: (B, P + h*w, C)
-            w, bias = self._kv_weight(g)
-            kv = F.linear(kv_in, w, bias).reshape(b, -1, 2, hg, d).permute(2, 0, 3, 1, 4)
-            k, v = kv.unbind(0)  # each (B, heads_in_group, M, d), M = P + h*w
-            qg = q[:, g * hg : (g + 1) * hg]  # (B, heads_in_group, N, d)
+        for g, (qg, k, v, key_grid) in enumerate(groups):
             if explicit:
                 attn = (qg @ k.transpose(-2, -1)) * self.scale  # (B, heads_in_group, N, M): rectangular
                 attn = attn.softmax(dim=-1)
