@@ -324,9 +324,15 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
     Returns:
         The image, or ``None`` when none is chosen yet (the widgets say why).
     """
-    kinds = {"sample": "Sample images", "shapes": "Shapes data set (with mask)", "upload": "Upload"}
+    kinds = {"sample": "Samples", "shapes": "Shapes set", "upload": "Upload"}
     kind = st.segmented_control(
-        "Image source", list(kinds), format_func=kinds.get, default="sample", key=f"{prefix}_image_source"
+        "Image source",
+        list(kinds),
+        format_func=kinds.get,
+        default="sample",
+        key=f"{prefix}_image_source",
+        help="Samples: shipped shapes (with masks) and photos. Shapes set: any image of the generated "
+        "test set, with its ground-truth mask. Upload: your own image.",
     )
     if kind is None:
         kind = "sample"

@@ -50,18 +50,16 @@ from hvit.demo import (
     predict,
     sample_images,
 )
-from hvit.explain import (
-    METHODS,
-    AttentionViews,
-    AttributionSettings,
-    attention_views,
-    compute_attribution,
-    prepare_images,
-)
+from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
-from hvit.explain.figures import head_grid_figure, overlay_figure, stage_panels_figure
+
+# From the submodule: once it is imported, the package attribute `hvit.explain.attention_views` is the
+# module, not the function.
+from hvit.explain.attention_views import AttentionViews, attention_views
+from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
 from hvit.interchange import PretrainedUnavailableError
 from hvit.model import HierarchialViT
+from hvit.train.checkpoint import CheckpointError
 
 # The models offered in the selector, best first. Any other label of `hvit.demo.model_choices()` (the
 # random-weight presets) works in the functions below and in `build_demo(models=...)`.
@@ -149,8 +147,8 @@ def _model_for_request(label: str | None) -> Iterator[HierarchialViT]:
         MODELS.load(label)
     except PretrainedUnavailableError as err:
         raise gr.Error(str(err), title="ImageNet weights unavailable", print_exception=False) from err
-    except FileNotFoundError as err:  # the shipped checkpoint is missing from this copy of the repository
-        raise gr.Error(str(err), title="Model file missing") from err
+    except (FileNotFoundError, CheckpointError) as err:  # the shipped file is missing or damaged
+        raise gr.Error(str(err), title="Model file unusable") from err
     with MODELS.borrow(label) as model:
         yield model
 
@@ -260,7 +258,9 @@ def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, 
     if result.note:
         title += f"<br><sup>{result.note}</sup>"
     display = display_images(model, prepare_images(model, image))[0]  # what the model saw, in [0, 1]
-    return overlay_figure(display, result.map[0], opacity=0.6, title=title, signed=result.signed)
+    return panel_grid_figure(
+        [result.map[0]], [""], image=display, cols=1, signed=result.signed, title=title, panel_height=340
+    )
 
 
 def describe_model(label: str) -> str:
@@ -271,7 +271,7 @@ def describe_model(label: str) -> str:
     label = _check_model_label(label)
     try:
         model, _ = MODELS.load(label)  # read-only look at the pristine copy
-    except (PretrainedUnavailableError, FileNotFoundError) as err:
+    except (PretrainedUnavailableError, FileNotFoundError, CheckpointError) as err:
         return f"**{label} is not available here.** {err}"
     pre, cfg = model.preprocessing, model.config
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -350,7 +350,21 @@ Drop in an image, take one with the webcam, or click an example. The model answe
 likely classes. The plots show where each **stage** of the pyramid attends (averaged over its heads),
 how the **heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
 """
-LIMITS = f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB and {MAX_IMAGE_SIDE} pixels a side."
+LIMITS = (
+    f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB "
+    f"and {MAX_IMAGE_SIDE} pixels a side."
+)
+HOW_TO_READ = """\
+- **Stages.** Each stage works on a coarser grid of tokens than the one before (4, 8, 16 and 32 pixels
+  per token in PVT). Its queries are the tokens; its keys are a spatially *reduced* grid, so every key
+  summarises a patch of tokens. A panel shows how much attention each key receives, averaged over all
+  queries and heads, painted over the pixels that key summarises.
+- **Heads.** The heads of one stage share one colour scale, so a head that barely varies looks flat
+  instead of being stretched to look like the others.
+- **Attribution.** Which input pixels the top class depends on. For the signed methods (integrated
+  gradients, input x gradient, GradientSHAP, occlusion) red raises the class score and blue lowers it.
+- **Opacity.** The slider under each plot fades the map over the image.
+"""
 
 
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
@@ -419,6 +433,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
             )
         stages.render()
         heads.render()
+        with gr.Accordion("How to read these plots", open=False):
+            gr.Markdown(HOW_TO_READ)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
 

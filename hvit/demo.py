@@ -188,28 +188,6 @@ ATTENTION_KINDS = ("global attention", "SRA", "linear SRA")
 _STAGE_COLOURS = ("#3b5bdb", "#0ca678", "#f08c00", "#d6336c", "#7048e8", "#1098ad")
 
 
-def invalid_field(err: ValueError) -> tuple[str, int | None]:
-    """Which configuration field (and stage, 0-based) an `HViTConfig` ``ValueError`` is about.
-
-    `HViTConfig.validate` names the field first, e.g. ``"embed_dims[1]=70 is not divisible by ..."``;
-    the apps use this to show the message next to the control that caused it.
-
-    Returns:
-        ``(field, stage)``; ``stage`` is ``None`` for model-wide fields, ``field`` is ``""`` when the
-        message names no known field.
-    """
-    import re
-    from dataclasses import fields
-
-    from hvit.config import HViTConfig
-
-    names = {f.name for f in fields(HViTConfig)}
-    for m in re.finditer(r"\b([a-z_]+)(?:\[(\d+)\])?", str(err)):
-        if m.group(1) in names:
-            return m.group(1), None if m.group(2) is None else int(m.group(2))
-    return "", None
-
-
 def attention_cost(config: HViTConfig, sizes: Sequence[int]) -> dict[str, dict[str, list[float]]]:
     """Attention cost of ``config`` at several image sizes, with global attention, SRA and linear SRA.
 
@@ -824,10 +802,10 @@ class LiveTraining:
                 self.trainer.request_stop()
             self.phase = "running"
             self.trainer.fit()
-            self.phase, self.message = self.trainer.status, self.trainer.message
             model.eval()
             if self.epochs or self.batches:
-                self.results = self._evaluate()
+                self.results = self._evaluate()  # before the phase changes: a UI that sees the end sees these
+            self.phase, self.message = self.trainer.status, self.trainer.message
         except Exception as err:  # shown to the user as the reason the run failed
             self.phase, self.message = "failed", f"{type(err).__name__}: {err}" if not str(err) else str(err)
             if self.model is not None:
@@ -1160,8 +1138,9 @@ def key_grid_figure(keys: np.ndarray | torch.Tensor, title: str = "", height: in
             colorscale="Inferno",
             zmin=0,
             zmax=max(float(z.max()), 1e-6),
-            text=np.round(z, 2) if z.size <= 64 else None,
+            text=[[f"{v:.2f}" for v in row] for row in z] if z.size <= 64 else None,
             texttemplate="%{text}" if z.size <= 64 else None,
+            textfont=dict(size=13),
             hovertemplate="key (%{y}, %{x}): %{z:.3f}<extra></extra>",
             colorbar=dict(thickness=12),
         )

@@ -193,31 +193,39 @@ def _plain(message: str) -> str:
     return message.replace("img_size", "image size").replace("patch_size", "patch size")
 
 
+def _control(field: str) -> tuple[str, int | None]:
+    """A `ConfigProblem` field ("num_heads[2]", "patch_size") -> the placeholder key of its control."""
+    m = re.fullmatch(r"([a-z_]+)(?:\[(\d+)\])?", field)
+    name, index = (m.group(1), None if m.group(2) is None else int(m.group(2))) if m else (field, None)
+    return (name, index) if (name, index) in placeholders else ("img_size", None)
+
+
 sr = [_parse_sr(st.session_state[f"arch_sr_{i}"], i) for i in range(n_stages)]
 cfg = None
 if all(r is not None for r in sr):
-    try:
-        cfg = dataclasses.replace(
-            base,
-            img_size=int(st.session_state["arch_img_size"]),
-            patch_size=int(st.session_state["arch_patch_size"]),
-            embed_dims=tuple(int(st.session_state[f"arch_dim_{i}"]) for i in range(n_stages)),
-            num_heads=tuple(int(st.session_state[f"arch_heads_{i}"]) for i in range(n_stages)),
-            mlp_ratios=tuple(float(st.session_state[f"arch_mlp_{i}"]) for i in range(n_stages)),
-            depths=tuple(int(st.session_state[f"arch_depth_{i}"]) for i in range(n_stages)),
-            sr_ratios=tuple(sr),
-        )
-    except ValueError as err:
-        field, stage = demo.invalid_field(err)
-        if field == "overlap_patch_embed":
-            field = "patch_size"
-        if field == "num_heads" and "head groups" in str(err):
-            field = "sr_ratios"
-        box = placeholders.get((field, stage), placeholders[("img_size", None)])
-        box.error(_plain(str(err)).capitalize(), icon=":material/error:")
+    fields = dataclasses.asdict(base) | {
+        "img_size": int(st.session_state["arch_img_size"]),
+        "patch_size": int(st.session_state["arch_patch_size"]),
+        "embed_dims": tuple(int(st.session_state[f"arch_dim_{i}"]) for i in range(n_stages)),
+        "num_heads": tuple(int(st.session_state[f"arch_heads_{i}"]) for i in range(n_stages)),
+        "mlp_ratios": tuple(float(st.session_state[f"arch_mlp_{i}"]) for i in range(n_stages)),
+        "depths": tuple(int(st.session_state[f"arch_depth_{i}"]) for i in range(n_stages)),
+        "sr_ratios": tuple(sr),
+    }
+    problems = hvit.check_config(**fields)  # every problem at once, each tied to its field
+    by_control: dict[tuple[str, int | None], list[str]] = {}
+    for problem in problems:
+        message = _plain(problem.message)
+        by_control.setdefault(_control(problem.field), []).append(message[0].upper() + message[1:])
+    for control, messages in by_control.items():
+        with placeholders[control].container():
+            for message in messages:
+                st.error(message, icon=":material/error:")
+    if not problems:
+        cfg = HViTConfig(**fields)
 
 if cfg is None:
-    st.warning("Fix the setting marked in red above to see the pyramid, the table and the cost curves.")
+    st.warning("Fix the settings marked in red above to see the pyramid, the table and the cost curves.")
     st.stop()
 
 img_size = cfg.img_size
@@ -254,7 +262,7 @@ st.caption(
     "Top: each stage's query grid, one cell per token. Below: the reduced key grid the queries attend to "
     "(thick lines), drawn over the same area, so you can see how many tokens one key summarises."
 )
-st.plotly_chart(pyramid, width="stretch", config={"displayModeBar": False}, key="arch_pyramid")
+st.plotly_chart(pyramid, width="stretch", config={"displayModeBar": False}, theme=None, key="arch_pyramid")
 
 st.subheader("Cost per stage")
 table = [
@@ -284,6 +292,7 @@ with left:
         _cost_figure(json.dumps(cfg.to_dict()), img_size),
         width="stretch",
         config={"displayModeBar": False},
+        theme=None,
         key="arch_cost",
     )
 with right:

@@ -230,6 +230,7 @@ def live_view() -> None:
                 demo.training_curves_figure(batches, epochs),
                 width="stretch",
                 config={"displayModeBar": False},
+                theme=None,
                 key="train_curves",
             )
         else:
@@ -248,7 +249,9 @@ def live_view() -> None:
                 opacity_slider=False,
                 panel_height=150,
             )
-            st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="train_snapshots")
+            st.plotly_chart(
+                fig, width="stretch", config={"displayModeBar": False}, theme=None, key="train_snapshots"
+            )
             st.caption(
                 "Brighter: the tokens the prediction draws on. Before training the map is nearly flat; "
                 "as the model learns, it should gather on the shape."
@@ -276,6 +279,7 @@ if run is not None and run.finished and run.results is not None:
             demo.confusion_figure(results["confusion"], run.class_names),
             width="stretch",
             config={"displayModeBar": False},
+            theme=None,
             key="train_confusion",
         )
     with right:

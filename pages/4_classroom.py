@@ -14,14 +14,7 @@ import streamlit as st
 from hvit import demo
 from hvit.explain import AttributionSettings, figures
 
-STEPS = {
-    1: "Patches and tokens",
-    2: "Stage-1 attention",
-    3: "Spatial reduction",
-    4: "The pyramid",
-    5: "The decision",
-    6: "Trusting an attribution",
-}
+STEPS = {1: "Patches", 2: "Attention", 3: "Reduction", 4: "Pyramid", 5: "Decision", 6: "Trust"}
 KEYS = (
     "cls_step",
     "cls_stage",
@@ -32,7 +25,7 @@ KEYS = (
     "cls_sample",
     "cls_shapes_index",
 )
-CHART = {"width": "stretch", "config": {"displayModeBar": False}}
+CHART = {"width": "stretch", "config": {"displayModeBar": False}, "theme": None}  # hvit's own colours
 
 in_use = common.require_model()
 model, mkey = in_use.model, in_use.key
@@ -59,7 +52,7 @@ def _from_url() -> dict:
         "cls_qx": _int(q.get("qx"), 0, size - 1, size // 2),
     }
     head = q.get("head")
-    state["cls_head"] = None if head in (None, "mean") else _int(head, 0, 63, 0)
+    state["cls_head"] = -1 if head in (None, "mean") else _int(head, 0, 63, -1)
     image = q.get("img", "")
     if image.startswith("shapes:"):
         state.update(cls_image_source="shapes", cls_shapes_index=_int(image[7:], 0, 9999, 0))
@@ -75,7 +68,7 @@ def _to_url() -> None:
     params = {
         "step": s["cls_step"],
         "stage": s["cls_stage"],
-        "head": "mean" if s.get("cls_head") is None else s["cls_head"],
+        "head": "mean" if s.get("cls_head", -1) < 0 else s["cls_head"],
         "qy": s["cls_qy"],
         "qx": s["cls_qx"],
     }
@@ -102,8 +95,11 @@ def _go(delta: int) -> None:
 
 # ----- header: title, step navigation, image -------------------------------------------------------------
 
-st.title("Classroom walkthrough")
-nav = st.columns([0.7, 6, 0.7, 1.6], vertical_alignment="center", gap="small")
+head_row = st.columns([5, 1.3], vertical_alignment="bottom")
+head_row[0].title("Classroom walkthrough")
+with head_row[1].popover("Image", icon=":material/image:", width="stretch"):
+    picked = common.image_picker("cls", in_use)
+nav = st.columns([1, 8, 1], vertical_alignment="center", gap="small")
 nav[0].button(
     "Back",
     icon=":material/arrow_back:",
@@ -134,8 +130,6 @@ nav[2].button(
     key="cls_next",
     width="stretch",
 )
-with nav[3].popover("Image", icon=":material/image:", width="stretch"):
-    picked = common.image_picker("cls", in_use)
 if picked is None:
     st.info("Choose an image with the Image button above.")
     st.stop()
@@ -144,7 +138,7 @@ views = common.attention_views(model, mkey, picked.image, picked.key)
 pred = common.prediction(model, mkey, picked.image, picked.key)
 image = views.images[0]
 mask = demo.mask_at(picked.mask, size) if picked.mask is not None else None
-text, figure = st.columns([1, 1.6], gap="large")
+text, figure = st.columns([1.15, 1.5], gap="large")
 
 
 def stage_and_query(
@@ -160,14 +154,15 @@ def stage_and_query(
         head = None
         if show_head:
             heads = views.num_heads(stage)
-            if st.session_state.get("cls_head") is not None and st.session_state["cls_head"] >= heads:
-                st.session_state["cls_head"] = None
+            if st.session_state.get("cls_head", -1) >= heads:
+                st.session_state["cls_head"] = -1
             head = st.selectbox(
                 "Head",
-                [None, *range(heads)],
-                format_func=lambda h: "mean of the heads" if h is None else f"head {h + 1}",
+                [-1, *range(heads)],
+                format_func=lambda h: "mean of the heads" if h < 0 else f"head {h + 1}",
                 key="cls_head",
             )
+            head = None if head < 0 else head
         c = st.columns(2)
         qy = c[0].slider("Query row", 0, size - 1, key="cls_qy")
         qx = c[1].slider("Query column", 0, size - 1, key="cls_qx")
@@ -219,7 +214,7 @@ elif step == 2:
             "The softmax of their dot products says how much of each answer (its **value**) the query "
             "takes. Click on the image (or move the sliders) to choose the query token."
         )
-        st.latex(r"\mathrm{Attention}(Q,K,V)=\mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V")
+        st.latex(r"\mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V")
     _, head, pixel = stage_and_query(show_head=True, show_stage=False)
     heat = views.query_attention(0, -1, head, pixel=pixel)
     with figure:

@@ -56,7 +56,8 @@ def test_invalid_settings_are_explained_not_raised() -> None:
     assert not at.exception
     assert any("Stage 2 width=64 is not divisible by stage 2 heads=3" in e.value for e in at.error)
     assert not at.dataframe  # nothing is computed from an invalid configuration
-    at.number_input(key="arch_heads_1").set_value(2).text_input(key="arch_sr_2").set_value("two").run()
+    at.number_input(key="arch_heads_1").set_value(2)
+    at.text_input(key="arch_sr_2").set_value("two").run()
     assert any("'two' is not an SR ratio" in e.value for e in at.error)
     at.text_input(key="arch_sr_2").set_value("2").run()
     assert not at.error and at.dataframe

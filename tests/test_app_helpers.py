@@ -60,13 +60,6 @@ def test_not_a_zip_and_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         demo.extract_dataset_zip(_zip(["train/a/1.png", "train/b/1.png"]), tmp_path)
 
 
-def test_invalid_field_names_the_control() -> None:
-    with pytest.raises(ValueError) as err:
-        model_config("pvt_v2_b0", num_heads=(1, 3, 5, 8))
-    assert demo.invalid_field(err.value) == ("embed_dims", 1)
-    assert demo.invalid_field(ValueError("something else")) == ("", None)
-
-
 def test_attention_cost_orders_the_three_attentions() -> None:
     cost = demo.attention_cost(model_config("pvt_v2_b0"), [224, 448, 896])
     glob, sra, lin = (cost[k]["gmacs"] for k in demo.ATTENTION_KINDS)

@@ -18,7 +18,12 @@ The signed methods keep their sign because it means something: integrated gradie
 and GradientSHAP add up (over pixels and channels) to the change of the logit from the baseline
 (completeness), and occlusion says whether hiding a patch lowers or raises the logit. Maps are never
 normalised here: a near-zero map stays near zero. The baseline of the path methods and of occlusion is
-an all-zero *normalised* input, i.e. the data set's mean colour everywhere.
+a black image by default (Sundararajan et al.'s choice; ``AttributionSettings.baseline``). Not the
+all-zero *normalised* input: a patch embedding is a linear map followed by LayerNorm, and LayerNorm
+ignores scale, so with a zero conv bias ``f(a * x)`` is the same for every ``a > 0`` and jumps at
+``a = 0``. The integral then misses the jump and completeness fails (measured: a convergence delta the
+size of the logit difference itself). Occlusion replaces a patch by the mean colour (zero), which
+involves no path and is unaffected.
 
 Every stage's output passes through ``stage.feature_map`` (an identity with the (B, C, h, w) map), the
 hook point Captum's layer methods need. A PVT v1 model (``hvit_seed``, class token) reads its class
@@ -90,6 +95,9 @@ class AttributionSettings:
         shap_samples: GradientSHAP samples (random points between a baseline and the input).
         shap_samples_batch_size: GradientSHAP samples per pass.
         shap_stdev: std of the Gaussian noise GradientSHAP adds to each sample.
+        baseline: reference image of integrated gradients and GradientSHAP: "black" (pixel value 0),
+            "blur" (the input blurred, Gaussian sigma = side / 8) or "mean" (the mean colour, all-zero
+            normalised input; see the module docstring for why it is not the default).
         occlusion_window: side of the occluding square in pixels (default: image side / 8, at least 2).
         occlusion_stride: step of the window (default: half the window).
         perturbations_per_eval: occluded images per forward pass.
@@ -103,6 +111,7 @@ class AttributionSettings:
     shap_samples: int = 16
     shap_samples_batch_size: int = 8
     shap_stdev: float = 0.1
+    baseline: str = "black"
     occlusion_window: int | None = None
     occlusion_stride: int | None = None
     perturbations_per_eval: int = 64
@@ -145,6 +154,21 @@ def resolve_targets(model: nn.Module, x: torch.Tensor, target: int | list[int] |
     if (t < 0).any() or (t >= model.num_classes).any():
         raise ValueError(f"targets must be class indices in 0..{model.num_classes - 1}, got {t.tolist()}")
     return t.clone()
+
+
+def make_baseline(model: nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, C, H, W) reference input of kind "black", "blur" or "mean" for preprocessed images ``x``."""
+    if kind == "mean":
+        return torch.zeros_like(x)
+    if kind == "black":
+        mean = torch.tensor(model.preprocessing.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(model.preprocessing.std, device=x.device).view(1, -1, 1, 1)
+        return ((0.0 - mean) / std).expand_as(x).to(x.dtype).clone()  # pixel 0 after normalisation
+    if kind == "blur":
+        from hvit.explain.faithfulness import blur_baseline
+
+        return blur_baseline(x)
+    raise ValueError(f"baseline must be 'black', 'blur' or 'mean', got {kind!r}")
 
 
 def _in_chunks(total: int, size: int) -> list[int]:
@@ -195,16 +219,15 @@ def compute_attribution(
     x = prepare_images(model, images)
     tgt = resolve_targets(model, x, target)
     delta, note, stage_out = None, None, None
-    zeros = torch.zeros_like(x)
     # Captum needs gradients: switch them on even if the caller (a UI callback) switched them off.
     with torch.enable_grad(), eval_mode(model):
         if method == "saliency":
-            raw = Saliency(model).attribute(x, target=tgt, abs=True)
+            raw = Saliency(model).attribute(x.detach().requires_grad_(), target=tgt, abs=True)
         elif method == "input_x_gradient":
-            raw = InputXGradient(model).attribute(x, target=tgt)
+            raw = InputXGradient(model).attribute(x.detach().requires_grad_(), target=tgt)
         elif method == "integrated_gradients":
             raw, delta = IntegratedGradients(model).attribute(
-                x, baselines=zeros, target=tgt, n_steps=cfg.n_steps,
+                x, baselines=make_baseline(model, x, cfg.baseline), target=tgt, n_steps=cfg.n_steps,
                 internal_batch_size=cfg.internal_batch_size, return_convergence_delta=True,
             )  # fmt: skip
             delta = delta.detach().cpu()
@@ -215,15 +238,23 @@ def compute_attribution(
                 nt_samples_batch_size=cfg.nt_samples_batch_size, stdevs=stdev, target=tgt, abs=True,
             )  # fmt: skip
         elif method == "gradient_shap":
-            # Baselines: the mean image and one of pure noise. GradientShap has no internal batch size,
-            # so its samples are drawn in chunks and averaged (each chunk is an unbiased estimate).
-            baselines = torch.cat([zeros[:1], torch.randn_like(x[:1])])
+            # Baselines: the reference image and one of pure noise, drawn per image (the reference
+            # may depend on the image). GradientShap has no internal batch size, so its samples are
+            # drawn in chunks and averaged (each chunk is an unbiased estimate of the expectation).
+            reference = make_baseline(model, x, cfg.baseline)
             shap = GradientShap(model)
             chunks = _in_chunks(cfg.shap_samples, cfg.shap_samples_batch_size)
-            raw = sum(
-                k * shap.attribute(x, baselines=baselines, n_samples=k, stdevs=cfg.shap_stdev, target=tgt)
-                for k in chunks
-            ) / cfg.shap_samples
+            per_image = []
+            for i in range(x.shape[0]):
+                baselines = torch.cat([reference[i : i + 1], torch.randn_like(x[i : i + 1])])
+                per_image.append(
+                    sum(
+                        k * shap.attribute(x[i : i + 1], baselines=baselines, n_samples=k,
+                                           stdevs=cfg.shap_stdev, target=tgt[i : i + 1])
+                        for k in chunks
+                    ) / cfg.shap_samples
+                )  # fmt: skip
+            raw = torch.cat(per_image)
         elif method == "occlusion":
             side = min(x.shape[-2:])
             window = cfg.occlusion_window or max(2, side // 8)

@@ -63,7 +63,7 @@ class ProgressBar(Callback):
 
         self.bar = tqdm(
             total=trainer.steps_per_epoch,
-            initial=trainer.batch_in_epoch,
+            initial=trainer.batch_in_epoch - 1,  # opened after the epoch's first (or resumed) batch
             desc=f"epoch {trainer.epoch + 1}/{trainer.config.epochs}",
             leave=self.leave,
             dynamic_ncols=True,

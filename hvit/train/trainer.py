@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,9 @@ class HViTTrainer:
         self.model: nn.Module = self.module
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # Depth-wise convolution weights (C, 1, 3, 3) get gradients with an equivalent but differently
+            # written stride for the size-1 dimension; DDP warns about it on every run. Harmless here.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.model = DistributedDataParallel(self.module, device_ids=ids)
         self.optimizer = optimizer if optimizer is not None else build_optimizer(self.module, self.config)
         for group in self.optimizer.param_groups:

@@ -1,0 +1,232 @@
+"""``python -m hvit.train``: train a registered model on a built-in data set or a folder of images.
+
+Examples::
+
+    python -m hvit.train --model hvit_nano --dataset shapes --epochs 10
+    python -m hvit.train --model hvit_nano --dataset ./my_images        # root/<split>/<class>/<image>
+    python -m hvit.train --resume runs/hvit_nano-shapes.safetensors     # continue an interrupted run
+    torchrun --nproc_per_node=2 -m hvit.train --model hvit_nano --dataset shapes
+
+The model's preprocessing (input size, mean, std, class names) is set from the data and stored in the
+checkpoint, so ``hvit.load_checkpoint(path)`` later rebuilds a ready model. Ctrl-C stops after the
+current batch and writes a checkpoint that ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from hvit.data import AUGMENTATIONS, BUILTIN_DATASETS, build_transforms, dataset_stats, load_dataset
+from hvit.preprocessing import Preprocessing
+from hvit.train.callbacks import ProgressBar
+from hvit.train.checkpoint import read_checkpoint
+from hvit.train.config import TrainConfig
+from hvit.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from hvit.train.trainer import HViTTrainer, NonFiniteLossError
+
+__all__ = ["build_parser", "main", "prepare_run"]
+
+logger = logging.getLogger("hvit.train")
+
+# Settings that may change when resuming: they do not change what is computed.
+_RESUMABLE_OVERRIDES = {"epochs", "workers", "device", "output", "threads", "progress", "data_dir", "resume"}
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The command-line parser. With ``suppress_defaults`` only the options actually given appear."""
+    p = argparse.ArgumentParser(
+        prog="python -m hvit.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    d = TrainConfig()
+
+    def add(*flags: str, default: Any = None, **kw: Any) -> None:
+        p.add_argument(*flags, default=argparse.SUPPRESS if suppress_defaults else default, **kw)
+
+    add("--model", default="hvit_nano", help="registered model (hvit.list_models())")
+    add("--dataset", default="shapes", help=f"{' | '.join(BUILTIN_DATASETS)} | path to root/<split>/<class>/<image>")
+    add("--data-dir", help="where MNIST / Fashion-MNIST / CIFAR-10 are (default $HVIT_DATA_DIR or ~/.cache/hvit/data)")
+    add("--img-size", type=int, help="input size (default: the model's)")
+    add("--train-size", type=int, default=6000, help="shapes: generated training images")
+    add("--val-size", type=int, default=1000, help="shapes: generated validation images")
+    add("--data-seed", type=int, default=0, help="shapes: seed of the generated images")
+    add("--val-split", default="auto", help="folder: split to validate on; 'auto' = val, else test, else 10%% of train")
+    add("--augment", choices=AUGMENTATIONS, help="training augmentation (default: strong for cifar10, else light)")
+    add("--drop-path-rate", type=float, default=0.0, help="stochastic depth of the model")
+    add("--epochs", type=int, default=d.epochs)
+    add("--batch-size", type=int, default=d.batch_size, help="per process")
+    add("--lr", type=float, default=d.lr, help="peak learning rate")
+    add("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    add("--warmup-epochs", type=float, default=d.warmup_epochs)
+    add("--weight-decay", type=float, default=d.weight_decay)
+    add("--label-smoothing", type=float, default=d.label_smoothing)
+    add("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm; 0 disables")
+    add("--no-amp", dest="amp", action="store_false", default=True, help="disable bf16 autocast on CUDA")
+    add("--seed", type=int, default=d.seed)
+    add("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    add("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
+    add("--output", help="checkpoint file (default runs/<model>-<dataset>.safetensors; with --resume, that file)")
+    add("--resume", help="checkpoint to continue from; the run's other settings are read from it")
+    add("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
+    return p
+
+
+def _dataset_label(dataset: str) -> str:
+    return dataset if dataset in BUILTIN_DATASETS else Path(dataset).expanduser().resolve().name
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _resolve_val(args: argparse.Namespace, train_full: Dataset, val_full_for: Any) -> tuple[Dataset, Dataset]:
+    """Folder data sets: validate on 'val', else 'test', else a fixed 10% of 'train'."""
+    root = Path(args.dataset).expanduser()
+    if args.val_split != "auto":
+        return train_full, val_full_for(args.val_split)
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            return train_full, val_full_for(split)
+    # No validation folder: hold out 10% of train, the same images every time (seeded permutation).
+    n = len(train_full)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    n_val = max(1, n // 10)
+    logger.info("no 'val' or 'test' folder in %s: validating on %d held-out training images", root, n_val)
+    return Subset(train_full, sorted(perm[n_val:])), Subset(val_full_for("train"), sorted(perm[:n_val]))
+
+
+def prepare_run(args: argparse.Namespace, dist: DistInfo | None = None, device: str | torch.device = "cpu") -> HViTTrainer:
+    """Build data, model and trainer from parsed command-line arguments (shared with the benchmark).
+
+    Returns:
+        A trainer with ``train_data``, ``val_data``, a model whose ``preprocessing`` carries the
+        class names, mean and std of the data, and ``trainer.extra["cli"]`` holding the arguments.
+    """
+    import hvit.registry as registry  # the command line picks a model by name; the trainer never does
+
+    _seed_everything(args.seed)
+    overrides: dict[str, Any] = {}
+    if args.img_size:
+        overrides["img_size"] = args.img_size
+    if args.drop_path_rate:
+        overrides["drop_path_rate"] = args.drop_path_rate
+    img_size = registry.model_config(args.model, **overrides).img_size
+    kind = args.dataset if args.dataset in BUILTIN_DATASETS else "folder"
+
+    def load(split: str) -> Dataset:
+        if kind == "shapes":
+            n = args.train_size if split == "train" else args.val_size
+            return load_dataset("shapes", split, num_samples=n, seed=args.data_seed, img_size=img_size)
+        return load_dataset(args.dataset, split, data_dir=args.data_dir)
+
+    train_full = load("train")
+    classes = list(train_full.classes)
+    if kind == "folder":
+        train_data, val_data = _resolve_val(args, train_full, load)
+        val_base = val_data.dataset if isinstance(val_data, Subset) else val_data
+        if list(val_base.classes) != classes:
+            raise ValueError(f"the validation split's classes {val_base.classes} differ from the training split's {classes}")
+    else:
+        train_data, val_data, val_base = train_full, load("val"), None
+
+    mean, std = dataset_stats(args.dataset, img_size=img_size, data_dir=args.data_dir)
+    preprocessing = Preprocessing(img_size=img_size, mean=mean, std=std, class_names=classes)
+    augment = args.augment or ("strong" if kind == "cifar10" else "light")
+    train_full.transform = build_transforms(preprocessing, train=True, augment=augment)
+    (val_base or val_data).transform = build_transforms(preprocessing, train=False)
+
+    model = registry.create_model(args.model, num_classes=len(classes), **overrides)
+    model.preprocessing = preprocessing
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr_ratio=args.min_lr_ratio,
+        warmup_epochs=min(args.warmup_epochs, args.epochs), weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, grad_clip=args.grad_clip or None, amp=args.amp, seed=args.seed,
+        workers=args.workers, checkpoint_path=args.output,
+    )  # fmt: skip
+    trainer = HViTTrainer(model, None, None, device, config, train_data=train_data, val_data=val_data)
+    trainer.extra = {"cli": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "dataset": _dataset_label(args.dataset)}
+    if dist is None or dist.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        logger.info(
+            "%s (%.2f M parameters, %d px) on %s: %d classes, %d training / %d validation images, %s augmentation",
+            args.model, n_params / 1e6, img_size, _dataset_label(args.dataset), len(classes), len(train_data), len(val_data), augment,
+        )  # fmt: skip
+    return trainer
+
+
+def _merge_resume(args: argparse.Namespace, explicit: argparse.Namespace) -> argparse.Namespace:
+    ckpt = read_checkpoint(args.resume)
+    stored = ckpt.extra.get("cli")
+    if not stored:
+        raise SystemExit(f"error: {args.resume} was not written by python -m hvit.train, so its run cannot be resumed from the command line")
+    merged = argparse.Namespace(**{**vars(args), **stored})
+    for key, value in vars(explicit).items():
+        if key in _RESUMABLE_OVERRIDES:
+            setattr(merged, key, value)
+        elif stored.get(key) != value:
+            raise SystemExit(
+                f"error: --{key.replace('_', '-')} {value} differs from the resumed run's {stored.get(key)!r}; "
+                f"a resumed run keeps its settings (only {', '.join(sorted(_RESUMABLE_OVERRIDES))} may change)"
+            )
+    merged.resume = args.resume
+    merged.output = explicit.output if "output" in explicit else args.resume
+    return merged
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok or stopped, 1 failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    explicit = build_parser(suppress_defaults=True).parse_args(argv)
+    dist, device = init_distributed(args.device)
+    logging.basicConfig(
+        level=logging.INFO if dist.is_main else logging.WARNING, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S"
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resume:
+        args = _merge_resume(args, explicit)
+    if args.output is None:
+        args.output = f"runs/{args.model}-{_dataset_label(args.dataset)}.safetensors"
+    try:
+        trainer = prepare_run(args, dist, device)
+        if args.resume:
+            trainer.load_checkpoint(args.resume)
+        if args.progress:
+            trainer.add_callbacks([ProgressBar()])
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if dist.is_main:
+                logger.warning("stopping after this batch (Ctrl-C again to abort without a checkpoint)")
+            trainer.request_stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            trainer.fit()
+        if dist.is_main:
+            if trainer.status == "stopped":
+                logger.info("%s; checkpoint %s. Continue with: python -m hvit.train --resume %s", trainer.message, args.output, args.output)
+            else:
+                last = trainer.history[-1] if trainer.history else {}
+                logger.info("done: val accuracy %.4f; checkpoint %s", last.get("val_accuracy", float("nan")), args.output)
+        return 0
+    except NonFiniteLossError:
+        return 1  # the trainer has logged what happened and which checkpoint was kept
+    finally:
+        cleanup_distributed()
