@@ -133,9 +133,14 @@ class ModelPool:
 MODELS = ModelPool()
 
 
+def _refusal(message: str, title: str = "Cannot do that") -> gr.Error:
+    """A `gr.Error` for a visitor's input: shown to them, not logged as a server fault."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _check_model_label(label: str | None) -> str:
     if label not in model_choices():
-        raise gr.Error(f"Unknown model {label!r}. Pick one from the model list, e.g. {SHIPPED!r}.")
+        raise _refusal(f"Unknown model {label!r}. Pick one from the model list, e.g. {SHIPPED!r}.")
     return label
 
 
@@ -146,7 +151,7 @@ def _model_for_request(label: str | None) -> Iterator[HierarchialViT]:
     try:
         MODELS.load(label)
     except PretrainedUnavailableError as err:
-        raise gr.Error(str(err), title="ImageNet weights unavailable", print_exception=False) from err
+        raise _refusal(str(err), title="ImageNet weights unavailable") from err
     except (FileNotFoundError, CheckpointError) as err:  # the shipped file is missing or damaged
         raise gr.Error(str(err), title="Model file unusable") from err
     with MODELS.borrow(label) as model:
@@ -173,7 +178,7 @@ def read_image(image: ImageInput) -> Image.Image:
             says what would work.
     """
     if image is None:
-        raise gr.Error("No image yet: upload one, take one with the webcam, or click an example below.")
+        raise _refusal("No image yet: upload one, take one with the webcam, or click an example below.")
     source: Any = image
     if isinstance(image, dict):
         url = image.get("url") or ""
@@ -182,16 +187,16 @@ def read_image(image: ImageInput) -> Image.Image:
         elif image.get("path"):
             source = Path(image["path"])
         else:
-            raise gr.Error("The upload arrived without a file; please upload the image again.")
+            raise _refusal("The upload arrived without a file; please upload the image again.")
     if isinstance(source, (str, Path)) and not Path(source).suffix and Path(source).is_file():
         # A capture without a file name (e.g. some webcams): let the decoder judge the bytes.
         if Path(source).stat().st_size > MAX_UPLOAD_BYTES:
-            raise gr.Error(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.")
+            raise _refusal(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.")
         source = Path(source).read_bytes()
     try:
         return load_image(source)
     except ImageInputError as err:
-        raise gr.Error(f"This image cannot be used: {err}.", title="Image not accepted") from err
+        raise _refusal(f"This image cannot be used: {err}.", title="Image not accepted") from err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,15 +226,16 @@ def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[s
 
 def _check_method(method: str) -> str:
     if method not in METHODS:
-        raise gr.Error(f"Unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
+        raise _refusal(f"Unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
     return method
 
 
 def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
     """0-based stage from the 1-based number the UI shows."""
     num_stages = len(model.stages)
-    if stage is None or int(stage) != stage or not 1 <= stage <= num_stages:
-        raise gr.Error(f"Stage must be a whole number from 1 to {num_stages}, got {stage!r}.")
+    whole = isinstance(stage, (int, float)) and not isinstance(stage, bool) and float(stage).is_integer()
+    if not whole or not 1 <= stage <= num_stages:
+        raise _refusal(f"Stage must be a whole number from 1 to {num_stages}, got {stage!r}.")
     return int(stage) - 1
 
 
@@ -254,7 +260,8 @@ def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, 
     result = compute_attribution(model, image, method=method, stage=stage, settings=DEMO_SETTINGS)
     names = model.preprocessing.class_names
     target = int(result.target[0])
-    title = f"{METHOD_LABELS[method].split(' (')[0]} for {names[target] if names else f'class {target}'!r}"
+    class_name = names[target] if names else f"class {target}"
+    title = f"{METHOD_LABELS[method].split(' (')[0]} for {class_name!r}"
     if result.note:
         title += f"<br><sup>{result.note}</sup>"
     display = display_images(model, prepare_images(model, image))[0]  # what the model saw, in [0, 1]
@@ -372,7 +379,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
 
     Args:
         models: labels offered in the model selector, the first being the default.
-        examples: example images; by default up to ``MAX_EXAMPLES`` of `hvit.demo.sample_images()`.
+        examples: example images; by default up to ``MAX_EXAMPLES`` of `hvit.demo.sample_images()`,
+            shapes before photographs.
 
     Returns:
         A `gr.Blocks` with its queue configured; call ``.launch()`` on it.
@@ -380,7 +388,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
     for label in models:
         _check_model_label(label)
     if examples is None:
-        examples = sample_images()[:MAX_EXAMPLES]
+        # Shapes first: they are what the default model knows; the photographs come after.
+        examples = sorted(sample_images(), key=lambda p: "photos" in p.parts)[:MAX_EXAMPLES]
     with gr.Blocks(title="hvit: where does a pyramid vision transformer look?") as demo:
         gr.Markdown(INTRO)
         with gr.Row():

@@ -296,7 +296,7 @@ def _grid_lines(
     return xs, ys
 
 
-def pyramid_figure(report: ComplexityReport) -> go.Figure:
+def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
     """Plotly diagram of the token pyramid of a `ComplexityReport`.
 
     Top row: each stage's query grid (one cell per token); squares shrink with the grid, as the
@@ -446,11 +446,11 @@ def pyramid_figure(report: ComplexityReport) -> go.Figure:
             text=text,
             font=dict(size=12, color="#495057"),
         )
-    fig.update_xaxes(visible=False, range=[-0.05, x - gap + 0.05])
+    fig.update_xaxes(visible=False, range=[-0.05, x - gap + 0.3])  # room for the last stage's labels
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, range=[bottom - 0.12, y_top + 1.28])
     fig.update_layout(
         margin=dict(l=70, r=0, t=0, b=0),
-        height=470,
+        height=height,
         template="plotly_white",
         plot_bgcolor="white",
         dragmode=False,
@@ -900,7 +900,7 @@ def training_curves_figure(batches: Sequence[dict], epochs: Sequence[dict]) -> g
             go.Scatter(
                 x=x,
                 y=[b[key] for b in batches],
-                mode="lines",
+                mode="lines" if len(batches) > 1 else "markers",
                 name="training (each batch)",
                 line=dict(color=colour, width=1.2),
                 opacity=0.55,

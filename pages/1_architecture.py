@@ -229,7 +229,8 @@ if cfg is None:
     st.stop()
 
 img_size = cfg.img_size
-rows, totals, pyramid = _report(json.dumps(cfg.to_dict()), img_size)
+with st.spinner("Counting tokens, keys, parameters and MACs…"):
+    rows, totals, pyramid = _report(json.dumps(cfg.to_dict()), img_size)
 
 # Plain-words notes about degenerate settings, next to the control that causes them.
 notes_at: dict[object, list[str]] = {}
@@ -288,8 +289,10 @@ st.caption(
 st.subheader("Attention cost against image size")
 left, right = st.columns([1.6, 1], gap="large")
 with left:
+    with st.spinner("Costing three kinds of attention at eleven image sizes…"):
+        cost = _cost_figure(json.dumps(cfg.to_dict()), img_size)
     st.plotly_chart(
-        _cost_figure(json.dumps(cfg.to_dict()), img_size),
+        cost,
         width="stretch",
         config={"displayModeBar": False},
         theme=None,

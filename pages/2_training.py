@@ -68,8 +68,9 @@ def _use_model() -> None:
 
 def _eta(seconds: float) -> str:
     if not math.isfinite(seconds):
-        return "estimating…"
-    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+        return "estimating the time left"
+    left = f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+    return f"about {left} left"
 
 
 # ----- settings ---------------------------------------------------------------------------------------
@@ -199,11 +200,13 @@ def live_view() -> None:
         p = run.progress()
         if run.phase == "preparing":
             st.progress(0.0, text="Preparing the data set and the model…")
+        elif not p["step"]:
+            st.progress(0.0, text=f"Epoch 1 of {request.epochs} · running the first batch…")
         else:
             st.progress(
                 p["fraction"],
                 text=f"Epoch {min(int(p['epoch']) + 1, request.epochs)} of {request.epochs} · "
-                f"{p['images_per_sec']:.0f} images/s · about {_eta(p['eta_seconds'])} left",
+                f"{p['images_per_sec']:.0f} images/s · {_eta(p['eta_seconds'])}",
             )
     elif run.phase == "failed":
         st.error(
@@ -295,7 +298,7 @@ if run is not None and run.finished and run.results is not None:
                 + ("" if true == pred else f" (is {true})"),
                 width="stretch",
             )
-    c = st.columns([1.3, 1.3, 3], vertical_alignment="center")
+    c = st.columns([1.4, 1.4, 3], vertical_alignment="center")
     if "train_checkpoint" not in st.session_state:
         st.session_state["train_checkpoint"] = run.checkpoint_bytes()
     name = run.request.dataset if run.request.dataset in DATASETS else "custom"
@@ -312,7 +315,7 @@ if run is not None and run.finished and run.results is not None:
     in_use = common.model_in_use()
     using = in_use is not None and in_use.key == f"trained:{run.run_id}"
     c[1].button(
-        "Using this model" if using else "Use this model on every page",
+        "Using this model" if using else "Use this model everywhere",
         on_click=_use_model,
         disabled=using,
         type="primary",

@@ -101,9 +101,7 @@ with main:
     )
     if len(record_info) == 1:
         keys = views.query_attention(stage, block, head, pixel=pixel, on="keys")
-        right.plotly_chart(
-            demo.key_grid_figure(keys, title="The same row of attention, on the key grid"), **CHART
-        )
+        right.plotly_chart(demo.key_grid_figure(keys, title="The same row, on the key grid"), **CHART)
     else:
         right.info(
             "This stage is multi-scale: its head groups use different key grids. Pick one head to see it."
@@ -145,32 +143,34 @@ st.plotly_chart(
     **CHART,
 )
 
-left, right = st.columns(2, gap="large")
-with left:
-    st.subheader("Near and far heads")
-    st.caption("Mean attention distance per head, stage by stage: low = local detail, high = global context.")
-    stats = common.head_stats(model, mkey, picked.image, ikey)
-    st.plotly_chart(figures.head_stats_figure(stats, title=""), **CHART)
-with right:
-    st.subheader("Rollout across stages")
-    st.caption("Attention rollout: where each stage's output draws from on the stage-1 token grid.")
-    rollout = common.rollout_maps(model, mkey, picked.image, ikey)
-    st.plotly_chart(
-        figures.stage_panels_figure(
-            image, rollout, cols=min(4, len(rollout)), panel_height=200, opacity_slider=False
-        ),
-        **CHART,
-    )
-    if mask is not None:
-        scores = demo.map_scores({f"stage {s + 1}": m for s, m in enumerate(rollout)}, mask)
-        st.dataframe(scores, hide_index=True, width="stretch", column_config=common.SCORE_COLUMNS)
+st.subheader("Rollout across stages")
+st.caption(
+    "Attention rollout: where each stage's output draws from, on the stage-1 token grid. The last panel "
+    "is what the classifier reads."
+)
+rollout = common.rollout_maps(model, mkey, picked.image, ikey)
+st.plotly_chart(
+    figures.stage_panels_figure(image, rollout, cols=len(rollout), panel_height=260, opacity_slider=False),
+    **CHART,
+)
+if mask is not None:
+    scores = demo.map_scores({f"rollout, stage {s + 1}": m for s, m in enumerate(rollout)}, mask)
+    st.dataframe(scores, hide_index=True, width="stretch", column_config=common.SCORE_COLUMNS)
+
+st.subheader("Near and far heads")
+st.caption(
+    "Mean attention distance of every head, stage by stage: low = the head looks at local detail, high = "
+    "at global context. Normalised entropy: 0 = looks at one key, 1 = spreads evenly over all keys."
+)
+stats = common.head_stats(model, mkey, picked.image, ikey)
+st.plotly_chart(figures.head_stats_figure(stats, title=""), **CHART)
 
 # ----- attributions ------------------------------------------------------------------------------------
 
 st.subheader("Attributions")
 classes = in_use.class_names
 with st.form("att_form", border=True):
-    c = st.columns([2.4, 1.3, 1, 1, 1], gap="medium")
+    c = st.columns([3, 1.3, 1, 1, 1], gap="medium")
     methods = c[0].multiselect(
         "Methods",
         list(METHOD_LABELS),
@@ -221,7 +221,9 @@ else:
                     "(completeness check)."
                 )
         status.update(label=f"Attributions of class '{classes[target_index]}'", state="complete")
-    st.plotly_chart(figures.attribution_grid_figure(image, maps, signed, cols=min(4, len(maps))), **CHART)
+    grid = figures.attribution_grid_figure(image, maps, signed, cols=min(4, len(maps)))
+    grid.update_layout(height=max(grid.layout.height or 0, 420))  # panels large enough to read
+    st.plotly_chart(grid, **CHART)
     st.caption(
         "Each panel keeps its own colour range (in its title): methods measure different things in different "
         "units. Signed methods: red = evidence for the class, blue = against. " + " ".join(notes)

@@ -142,7 +142,7 @@ text, figure = st.columns([1.15, 1.5], gap="large")
 
 
 def stage_and_query(
-    show_head: bool = False, show_stage: bool = True
+    show_head: bool = False, show_stage: bool = True, show_query: bool = True
 ) -> tuple[int, int | None, tuple[int, int]]:
     """The step's controls: stage, head and query position (kept in the URL)."""
     with text:
@@ -163,6 +163,12 @@ def stage_and_query(
                 key="cls_head",
             )
             head = None if head < 0 else head
+        if not show_query:
+            return (
+                stage,
+                head,
+                (st.session_state["cls_state"]["cls_qy"], st.session_state["cls_state"]["cls_qx"]),
+            )
         c = st.columns(2)
         qy = c[0].slider("Query row", 0, size - 1, key="cls_qy")
         qx = c[1].slider("Query column", 0, size - 1, key="cls_qx")
@@ -199,7 +205,7 @@ if step == 1:
         if cfg.overlap_patch_embed:
             st.caption(
                 f"This model is a PVT v2: its patches overlap (kernel {2 * stride - 1}, stride {stride}), so "
-                "neighbouring tokens share a few pixels. The grid below shows the stride."
+                "neighbouring tokens share a few pixels. The grid shows the stride."
             )
         st.caption("Ask the class: what happens to the number of tokens if the image is twice as wide?")
     with figure:
@@ -245,10 +251,9 @@ elif step == 3:
             "keys and values from a grid **R times coarser** (a strided R x R convolution): each key "
             "summarises an R x R block of tokens."
         )
-        st.latex(
-            r"K, V = \mathrm{LN}\big(\mathrm{Conv}_{R\times R,\ \mathrm{stride}\ R}(X)\big)\ W_{K,V}\qquad \mathrm{cost}\ \propto N\cdot\frac{N}{R^2}"
-        )
-    stage, _, _ = stage_and_query()
+        st.latex(r"K, V = \mathrm{LN}\big(\mathrm{Conv}_{R\times R,\ \mathrm{stride}\ R}(X)\big)\,W_{K,V}")
+        st.latex(r"\mathrm{cost} \propto N\cdot\frac{N}{R^2}\ \text{ instead of }\ N^2")
+    stage, _, _ = stage_and_query(show_query=False)
     record = views.groups(stage)[0]
     n = record.query_grid[0] * record.query_grid[1]
     m = record.key_grid[0] * record.key_grid[1]
@@ -256,7 +261,7 @@ elif step == 3:
         c = st.columns(3)
         c[0].metric("Queries N", f"{n:,}")
         c[1].metric("Keys", f"{m:,}")
-        c[2].metric("Attention pairs saved", f"{1 - m / n:.0%}" if n else "–")
+        c[2].metric("Pairs saved", f"{1 - m / n:.0%}" if n else "–")
         if m == 1:
             st.warning(
                 "A single key: every query attends to the same summary of the whole grid (global pooling)."
@@ -282,11 +287,12 @@ elif step == 4:
             "channels. The grid shrinks, the tokens get richer, and a query at a deeper stage covers more "
             "of the image: the same pyramid a CNN builds."
         )
-        st.latex(r"H_{s+1}=\frac{H_s}{2},\quad C_{s+1}>C_s\qquad " + r"\to".join(f"{g[0]}^2" for g in grids))
+        st.latex(r"H_{s+1}=\frac{H_s}{2},\qquad C_{s+1}>C_s")
+        st.latex(r"\to".join(f"{g[0]}^2" for g in grids) + r"\ \text{tokens}")
     _, _, pixel = stage_and_query(show_stage=False)
     with figure:
         report = common.complexity_report(model, mkey)
-        st.plotly_chart(demo.pyramid_figure(report), key="cls_pyramid", **CHART)
+        st.plotly_chart(demo.pyramid_figure(report, height=330), key="cls_pyramid", **CHART)
         maps = views.stage_maps(kind="query", pixel=pixel)
         st.plotly_chart(
             figures.stage_panels_figure(
@@ -334,10 +340,10 @@ elif step == 5:
 elif step == 6:
     settings = dataclasses.astuple(AttributionSettings())
     target = pred.class_index[0]
-    ig = common.attribution(
-        model, mkey, picked.image, picked.key, "integrated_gradients", target, -1, settings
-    )
-    with st.spinner("Checking the map against a randomised model…"):
+    with st.spinner("Computing integrated gradients and checking them against a randomised model…"):
+        ig = common.attribution(
+            model, mkey, picked.image, picked.key, "integrated_gradients", target, -1, settings
+        )
         random_maps, corr = common.randomisation(
             model,
             mkey,
@@ -356,9 +362,8 @@ elif step == 6:
             "blank image to this one. Red pixels raise the score, blue ones lower it. The pieces add up "
             "to the whole change (completeness):"
         )
-        st.latex(
-            r"\sum_i \mathrm{IG}_i(x) = f(x) - f(x'),\quad \mathrm{IG}_i=(x_i-x'_i)\int_0^1\frac{\partial f(x'+\alpha(x-x'))}{\partial x_i}\,d\alpha"
-        )
+        st.latex(r"\mathrm{IG}_i=(x_i-x'_i)\int_0^1\frac{\partial f(x'+\alpha(x-x'))}{\partial x_i}\,d\alpha")
+        st.latex(r"\textstyle\sum_i \mathrm{IG}_i(x) = f(x) - f(x')")
         rho = corr["integrated_gradients"]
         st.markdown(
             f"**Do not trust a map blindly.** Re-initialise every weight and compute it again: here the two "
@@ -376,16 +381,14 @@ elif step == 6:
                 f"**{score['mask mass']:.0%}** (chance {score['chance']:.0%})."
             )
     with figure:
-        st.plotly_chart(
-            figures.attribution_grid_figure(
-                image,
-                {"trained model": ig["map"], "random weights": random_maps["integrated_gradients"]},
-                {"trained model": True, "random weights": True},
-                cols=2,
-            ),
-            key="cls_ig",
-            **CHART,
+        fig = figures.attribution_grid_figure(
+            image,
+            {"trained model": ig["map"], "random weights": random_maps["integrated_gradients"]},
+            {"trained model": True, "random weights": True},
+            cols=2,
         )
+        fig.update_layout(height=470)  # two large panels side by side
+        st.plotly_chart(fig, key="cls_ig", **CHART)
         st.caption(f"Class explained: {pred.labels[0]}. Each panel has its own colour range (in its title).")
 
 st.session_state["cls_state"].update({k: st.session_state[k] for k in KEYS if k in st.session_state})

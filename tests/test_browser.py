@@ -46,11 +46,16 @@ PAGES = {  # name -> path; the classroom link carries its step in the URL, as a 
 }
 VIEWPORTS = [(1366, 768), (1440, 900)]
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-SETTLE_JS = """() => {
+# A snapshot of the page's state: settled when the script has drawn (a title, no loading skeletons, no
+# "running" indicator) and the number of elements has stopped changing.
+STATE_JS = """() => {
     const main = document.querySelector('[data-testid="stMain"]');
-    return !!main && !!main.querySelector('h1')
-        && !document.querySelector('[data-testid="stStatusWidget"]')
-        && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0;
+    return {
+        ready: !!main && !!main.querySelector('h1')
+            && !document.querySelector('[data-testid="stStatusWidget"]')
+            && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0,
+        elements: document.querySelectorAll('[data-testid]').length,
+    };
 }"""
 
 
@@ -103,11 +108,16 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def _settle(page, timeout_ms: int = 180_000) -> None:  # noqa: ANN001 - a Playwright page
-    """Wait until the page's script has run and every element has drawn."""
-    page.wait_for_function(SETTLE_JS, timeout=timeout_ms, polling=250)
-    page.wait_for_timeout(1500)  # charts animate in; a second pass catches a late rerun
-    page.wait_for_function(SETTLE_JS, timeout=timeout_ms, polling=250)
+def _settle(page, timeout_s: float = 180.0) -> None:  # noqa: ANN001 - a Playwright page
+    """Wait until the page's script has run and every element has drawn (stable for two seconds)."""
+    deadline, stable, last = time.monotonic() + timeout_s, 0, None
+    while stable < 4:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page did not settle within {timeout_s:.0f} s")
+        state = page.evaluate(STATE_JS)
+        stable = stable + 1 if state["ready"] and state["elements"] == last else 0
+        last = state["elements"]
+        page.wait_for_timeout(500)
 
 
 def _problems(page) -> list[str]:  # noqa: ANN001

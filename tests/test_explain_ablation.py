@@ -80,5 +80,7 @@ def test_head_ablation_reports_the_probability_change():
     res_block = head_ablation(model, x, stage=1, head=[0, 1], block=0, target=2)
     assert res_block.heads == [0, 1] and res_block.target == 2 and model.training
     scan = head_ablation_scan(model, x)
-    assert [(r.stage, r.heads[0]) for r in scan] == [(s, h) for s, n in enumerate((1, 2, 4, 8)) for h in range(n)]
+    assert [(r.stage, r.heads[0]) for r in scan] == [
+        (s, h) for s, n in enumerate((1, 2, 4, 8)) for h in range(n)
+    ]
     assert _hook_count(model) == 0

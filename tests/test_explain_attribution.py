@@ -17,13 +17,17 @@ from hvit.explain.attribution import METHODS, AttributionSettings, canonical_met
 from hvit.explain.faithfulness import pointing_game
 from hvit.preprocessing import Preprocessing
 
-FAST = AttributionSettings(n_steps=8, nt_samples=4, nt_samples_batch_size=2, shap_samples=4, shap_samples_batch_size=2)
+FAST = AttributionSettings(
+    n_steps=8, nt_samples=4, nt_samples_batch_size=2, shap_samples=4, shap_samples_batch_size=2
+)
 
 
 class RegionModel(nn.Module):
     """A linear classifier that only sees the pixels of a known square: every honest map lives there."""
 
-    def __init__(self, size: int = 16, region: tuple[slice, slice] = (slice(4, 8), slice(9, 13)), classes: int = 3):
+    def __init__(
+        self, size: int = 16, region: tuple[slice, slice] = (slice(4, 8), slice(9, 13)), classes: int = 3
+    ):
         super().__init__()
         mask = torch.zeros(1, 1, size, size)
         mask[..., region[0], region[1]] = 1.0
@@ -133,12 +137,21 @@ def _max_batch(model: nn.Module, fn) -> int:
     return max(seen)
 
 
+@pytest.mark.slow
 def test_captum_batch_sizes_bound_memory():
     model = hvit.create_model("hvit_nano", num_classes=3)
     x = torch.randn(2, 3, 32, 32)
-    cfg = AttributionSettings(n_steps=16, internal_batch_size=8, nt_samples=6, nt_samples_batch_size=3,
-                              shap_samples=8, shap_samples_batch_size=4, perturbations_per_eval=5,
-                              occlusion_window=8, occlusion_stride=8)  # fmt: skip
+    cfg = AttributionSettings(
+        n_steps=16,
+        internal_batch_size=8,
+        nt_samples=6,
+        nt_samples_batch_size=3,
+        shap_samples=8,
+        shap_samples_batch_size=4,
+        perturbations_per_eval=5,
+        occlusion_window=8,
+        occlusion_stride=8,
+    )
     assert _max_batch(model, lambda: compute_attribution(model, x, 0, "ig", settings=cfg)) <= 8
     assert _max_batch(model, lambda: compute_attribution(model, x, 0, "smoothgrad", settings=cfg)) <= 3 * 2
     assert _max_batch(model, lambda: compute_attribution(model, x, 0, "gradient_shap", settings=cfg)) <= 4
@@ -149,21 +162,30 @@ def test_attribute_accepts_pil_path_and_tensors_and_leaves_the_model_as_it_was(t
     torch.manual_seed(0)
     model = hvit.create_model("hvit_nano", num_classes=3)
     model.train()
+    model.head.weight.requires_grad_(False)  # a partly frozen model keeps its flags
+    flags = [p.requires_grad for p in model.parameters()]
     pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "img.png")
-    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    hooks = sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
     with torch.no_grad():  # a UI callback may have switched gradients off; attributions still work
         from_pil = hvit.attribute(model, Image.fromarray(pixels), target=1, method="saliency")
         from_path = hvit.attribute(model, tmp_path / "img.png", target=1, method="saliency")
-        from_uint8 = hvit.attribute(model, torch.from_numpy(pixels).permute(2, 0, 1), target=1, method="saliency")
+        from_uint8 = hvit.attribute(
+            model, torch.from_numpy(pixels).permute(2, 0, 1), target=1, method="saliency"
+        )
     assert from_pil.shape == (32, 32)
     torch.testing.assert_close(from_pil, from_path)
     torch.testing.assert_close(from_pil, from_uint8)
     batch = hvit.attribute(model, torch.randn(3, 3, 32, 32), method="grad_cam", stage=1)
     assert batch.shape == (3, 32, 32)
     assert model.training
-    assert hooks == sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    assert hooks == sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
     assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
 
 
 def test_targets_and_method_names():

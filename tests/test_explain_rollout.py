@@ -15,6 +15,7 @@ from hvit.explain.rollout import (
 )
 from hvit.layers.attention import AttentionRecord
 
+
 def small(name: str) -> hvit.HierarchialViT:
     """A registry variant with its stage layout (patch, SR ratios, class token, linear SRA) but narrow
     and shallow, so tests stay fast."""
@@ -42,9 +43,16 @@ def test_full_rollout_rows_sum_to_one(name, size, fusion):
 def test_single_stage_with_sr1_is_ordinary_rollout():
     torch.manual_seed(0)
     model = hvit.HierarchialViT(
-        img_size=16, patch_size=2, num_classes=3, embed_dims=[16], num_heads=[2], mlp_ratios=[2],
-        depths=[3], sr_ratios=[1], cls_token=False,
-    )  # fmt: skip
+        img_size=16,
+        patch_size=2,
+        num_classes=3,
+        embed_dims=[16],
+        num_heads=[2],
+        mlp_ratios=[2],
+        depths=[3],
+        sr_ratios=[1],
+        cls_token=False,
+    )
     maps = hvit.extract_attention(model, torch.randn(2, 3, 16, 16))
     ours, _ = rollout_from_maps(maps, downsample_stride=2)
     # Abnar & Zuidema: R = L_3 @ L_2 @ L_1 with L_l = rownorm(0.5 * mean_h A_l + 0.5 I).

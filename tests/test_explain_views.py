@@ -19,6 +19,7 @@ from hvit.explain.geometry import grid_to_image, membership, paint_matrix, pixel
 from hvit.explain.head_stats import head_statistics, head_statistics_from_maps
 from hvit.layers.attention import AttentionRecord, KeyReduction
 
+
 def small(name: str) -> hvit.HierarchialViT:
     """A registry variant with its stage layout (patch, SR ratios, class token, linear SRA) but narrow
     and shallow, so tests stay fast."""
@@ -30,7 +31,14 @@ def small(name: str) -> hvit.HierarchialViT:
 
 @pytest.mark.parametrize(
     ("grid", "sr", "linear"),
-    [((8, 8), 4, False), ((7, 5), 2, False), ((2, 3), 4, False), ((6, 6), 1, False), ((5, 9), 1, True), ((9, 4), 1, True)],
+    [
+        ((8, 8), 4, False),
+        ((7, 5), 2, False),
+        ((2, 3), 4, False),
+        ((6, 6), 1, False),
+        ((5, 9), 1, True),
+        ((9, 4), 1, True),
+    ],
 )
 def test_membership_matches_what_the_key_reduction_really_mixes(grid, sr, linear):
     # Feed the real reduction one token at a time; a key "summarises" a token iff it responds to it.
@@ -95,7 +103,9 @@ def test_query_attention_painted_over_key_footprints(nano_views):
     assert rec.query_grid == (16, 16) and rec.key_grid == (4, 4) and views.strides[0] == 2
     on_keys = views.query_attention(0, head=0, pixel=(13, 22), on="keys")
     on_image = views.query_attention(0, head=0, pixel=(13, 22))
-    torch.testing.assert_close(on_keys, rec.probs[0, 0, 6 * 16 + 11].reshape(4, 4))  # pixel (13, 22) is token (6, 11)
+    torch.testing.assert_close(
+        on_keys, rec.probs[0, 0, 6 * 16 + 11].reshape(4, 4)
+    )  # pixel (13, 22) is token (6, 11)
     torch.testing.assert_close(on_image, on_keys.repeat_interleave(8, 0).repeat_interleave(8, 1))
     labels = views.footprint(0, head=0)
     assert labels.shape == (32, 32) and labels[13, 22] == 1 * 4 + 2  # pixel (13, 22) lies in key (1, 2)
@@ -131,7 +141,9 @@ def test_footprints_partition_the_image_when_the_grid_divides():
     fp = key_footprint(rec, (32, 32), 4)
     assert fp.shape == (4, 32, 32)
     assert torch.equal(fp.sum(0), torch.ones(32, 32, dtype=torch.long))
-    torch.testing.assert_close(keys_to_image(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), rec, (32, 32), 4)[20, 5], torch.tensor(3.0))
+    torch.testing.assert_close(
+        keys_to_image(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), rec, (32, 32), 4)[20, 5], torch.tensor(3.0)
+    )
     torch.testing.assert_close(received_key_attention(rec), torch.full((2, 2), 0.25))
     torch.testing.assert_close(query_key_attention(rec, (3, 3)), torch.full((2, 2), 0.25))
 
@@ -158,7 +170,10 @@ def test_head_stats_of_hand_made_attention():
     assert s_uniform.entropy == pytest.approx(math.log(n), abs=1e-5)
     # Every query looking evenly at every token, or at one key that summarises them all, is the same
     # "how far": the mean pairwise distance of the 4x4 grid of 2-px tokens.
-    c = (torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(-1, 2) + 0.5) * 2
+    c = (
+        torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(-1, 2)
+        + 0.5
+    ) * 2
     expected = torch.cdist(c, c).mean().item()
     assert s_uniform.mean_distance == pytest.approx(expected, rel=1e-5)
     assert s_pooled.mean_distance == pytest.approx(expected, rel=1e-5)

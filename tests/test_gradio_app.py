@@ -131,8 +131,9 @@ def test_changing_stage_or_method_without_an_image_does_nothing():
 
 
 def test_bad_stage_and_method_are_refused(samples):
-    with pytest.raises(gr.Error, match="Stage must be"):
-        ga.analyse(str(samples[0]), MODEL, "saliency", 7)
+    for stage in (0, 7, 1.5, "2", None):
+        with pytest.raises(gr.Error, match="Stage must be"):
+            ga.analyse(str(samples[0]), MODEL, "saliency", stage)
     with pytest.raises(gr.Error, match="Unknown attribution method"):
         ga.analyse(str(samples[0]), MODEL, "lime", 1)
 
@@ -284,6 +285,16 @@ def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
     assert demo._queue.max_size == ga.QUEUE_SIZE
 
 
+def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    config = ga.build_demo().get_config_file()  # builds without loading any model
+    (dataset,) = [c for c in config["components"] if c["type"] == "dataset"]
+    shipped = core.sample_images()
+    assert len(dataset["props"]["samples"]) == min(len(shipped), ga.MAX_EXAMPLES) > 0
+    (dropdown,) = [c for c in config["components"] if c["props"].get("label") == "Model"]
+    assert dropdown["props"]["value"] == core.SHIPPED
+
+
 def test_analytics_are_off():
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
@@ -360,24 +371,34 @@ def test_eight_clients_at_once_are_all_answered_correctly(server, samples):
 
 
 @pytest.mark.slow
-def test_the_script_starts_and_serves_on_the_port_from_the_environment(tmp_path):
+def test_the_script_serves_the_shipped_model_on_the_port_from_the_environment(tmp_path, samples):
+    """`python app/gradio_app.py`, run from another folder, as a fresh machine would run it."""
     port = _free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
-    log = open(tmp_path / "app.log", "wb")  # noqa: SIM115  (closed in the finally clause)
-    proc = subprocess.Popen([sys.executable, str(APP_FILE)], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    log_path = tmp_path / "app.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(APP_FILE)], cwd=tmp_path, env=env, stdout=log, stderr=log
+        )
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+        while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as response:
                     assert response.status == 200
                     break
             except OSError:
-                assert proc.poll() is None, (tmp_path / "app.log").read_text()
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the app did not answer within 90 s"
                 time.sleep(0.5)
-        else:
-            pytest.fail("the app did not answer within 90 s")
+        if not _has_shipped_model():
+            pytest.skip("the app starts; predicting with its default model needs the shipped checkpoint")
+        from gradio_client import handle_file
+
+        client = _client(f"http://127.0.0.1:{port}/")
+        out = client.predict(handle_file(str(samples[0])), core.SHIPPED, FAST, 1, api_name="/predict")
+        with ga.MODELS.borrow(core.SHIPPED) as shipped:
+            assert set(_confidences(out[0])) <= set(shipped.preprocessing.class_names)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        log.close()

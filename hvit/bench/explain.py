@@ -52,9 +52,13 @@ def bench_model(model: torch.nn.Module, size: int, repeats: int, ig_steps: int =
         {
             "forward": forward,
             "attention extraction": lambda: extract_attention(model, x),
-            "Grad-CAM": lambda: compute_attribution(model, x, target, "grad_cam", stage=-2 if _cls(model) else -1),
+            "Grad-CAM": lambda: compute_attribution(
+                model, x, target, "grad_cam", stage=-2 if _cls(model) else -1
+            ),
             "Saliency": lambda: compute_attribution(model, x, target, "saliency"),
-            f"IG ({ig_steps} steps)": lambda: compute_attribution(model, x, target, "integrated_gradients", settings=ig),
+            f"IG ({ig_steps} steps)": lambda: compute_attribution(
+                model, x, target, "integrated_gradients", settings=ig
+            ),
         },
         repeats=repeats,
     )
@@ -65,10 +69,12 @@ def _cls(model: torch.nn.Module) -> bool:
     return bool(model.stages[-1].num_prefix_tokens)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def run(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the benchmark and print one table per model; returns ``{model: {operation: seconds}}``."""
     p = argparse.ArgumentParser(prog="python -m hvit.bench explain", description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["shipped", "pvt_v2_b0"], help="'shipped' and/or registry names")
+    p.add_argument(
+        "--models", nargs="+", default=["shipped", "pvt_v2_b0"], help="'shipped' and/or registry names"
+    )
     p.add_argument("--size", type=int, default=224, help="image side for registry models (default 224)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per operation (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -78,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     results: dict[str, dict[str, float]] = {}
-    print(f"median of {a.repeats} alternating runs, batch 1, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(
+        f"median of {a.repeats} alternating runs, batch 1, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
     for name in a.models:
         try:
             model, size, label = _load(name, a.size)
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         times = bench_model(model, size, a.repeats)
         results[name] = times
         print(f"\n{label} at {size} px")
-        print(f"| operation | median s | x forward | target |\n|---|---|---|---|")
+        print("| operation | median s | x forward | target |\n|---|---|---|---|")
         for op, t in times.items():
             target = TARGETS_S.get(name, {}).get(op)
             verdict = "" if target is None else f"< {target} s: {'met' if t < target else 'NOT met'}"
@@ -99,5 +107,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     return results
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m hvit.bench explain``); exit status 0."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

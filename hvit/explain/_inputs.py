@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 # Everything `prepare_images` accepts.
-ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | Path | bytes | Image.Image | np.ndarray | torch.Tensor
 
 
 def prepare_images(model: nn.Module, image: ImageLike) -> torch.Tensor:
@@ -33,7 +32,9 @@ def prepare_images(model: nn.Module, image: ImageLike) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         x = image.unsqueeze(0) if image.ndim == 3 else image
         if x.ndim != 4:
-            raise ValueError(f"expected an image tensor (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"expected an image tensor (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}"
+            )
         if x.dtype == torch.uint8:
             from hvit.data import build_transforms
 

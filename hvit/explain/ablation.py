@@ -37,7 +37,9 @@ def _blocks(model: nn.Module, stage: int, block: int | None) -> list[nn.Module]:
 
 
 @contextmanager
-def ablate_heads(model: nn.Module, stage: int, heads: int | Iterable[int], block: int | None = None) -> Iterator[None]:
+def ablate_heads(
+    model: nn.Module, stage: int, heads: int | Iterable[int], block: int | None = None
+) -> Iterator[None]:
     """Inside the ``with`` block, the given heads of one stage output zeros.
 
     Args:
@@ -124,9 +126,15 @@ def head_ablation(
             after = model(x).softmax(-1)[0]
     heads = [head] if isinstance(head, int) else list(head)
     return HeadAblation(
-        stage, heads, block, tgt, float(before[tgt]), float(after[tgt]), float(after[tgt] - before[tgt]),
+        stage,
+        heads,
+        block,
+        tgt,
+        float(before[tgt]),
+        float(after[tgt]),
+        float(after[tgt] - before[tgt]),
         int(after.argmax()),
-    )  # fmt: skip
+    )
 
 
 def head_ablation_scan(

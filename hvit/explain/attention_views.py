@@ -69,7 +69,9 @@ def query_key_attention(
     return probs.reshape(record.key_grid)
 
 
-def received_key_attention(record: AttentionRecord, head: int | None = None, image_index: int = 0) -> torch.Tensor:
+def received_key_attention(
+    record: AttentionRecord, head: int | None = None, image_index: int = 0
+) -> torch.Tensor:
     """The attention each grid key receives, averaged over the grid queries.
 
     Returns:
@@ -80,7 +82,9 @@ def received_key_attention(record: AttentionRecord, head: int | None = None, ima
     return probs.mean(0).reshape(record.key_grid)
 
 
-def keys_to_image(values: torch.Tensor, record: AttentionRecord, image_size: tuple[int, int], stride: int) -> torch.Tensor:
+def keys_to_image(
+    values: torch.Tensor, record: AttentionRecord, image_size: tuple[int, int], stride: int
+) -> torch.Tensor:
     """Paint (..., h, w) key values over their footprints at image resolution.
 
     Every token takes the value of the key that summarises it (the mean, where adaptive-pooling bins
@@ -172,7 +176,11 @@ class AttentionViews:
         if head is not None:
             record, h = self.head_group(stage, block, head)
             values = fn(record, h)
-            return values if on == "keys" else keys_to_image(values, record, self.image_size, self.strides[stage])
+            return (
+                values
+                if on == "keys"
+                else keys_to_image(values, record, self.image_size, self.strides[stage])
+            )
         groups = self.groups(stage, block)
         if on == "keys":
             if len(groups) > 1:
@@ -258,7 +266,11 @@ class AttentionViews:
         return torch.stack(maps)
 
     def stage_maps(
-        self, block: int = -1, kind: str = "received", pixel: tuple[int, int] | None = None, image_index: int = 0
+        self,
+        block: int = -1,
+        kind: str = "received",
+        pixel: tuple[int, int] | None = None,
+        image_index: int = 0,
     ) -> list[torch.Tensor]:
         """One (S_h, S_w) head-mean map per stage (block ``block`` of each), for per-stage panels."""
         out = []

@@ -206,14 +206,19 @@ def evaluate_explanations(
     random_model = randomized_copy(model, seed) if randomization else None
     model.eval()
     torch.manual_seed(seed)
-    per: dict[str, dict[str, list]] = {n: {k: [] for k in ("pg", "mm", "del", "ins", "rho", "rhos", "t", "dc", "ic")} for n in names}
+    per: dict[str, dict[str, list]] = {
+        n: {k: [] for k in ("pg", "mm", "del", "ins", "rho", "rhos", "t", "dc", "ic")} for n in names
+    }
     correct, mask_total, fractions = 0, 0.0, None
     for start in range(0, len(labels), batch_size):
         x = prepare_images(model, images[start : start + batch_size])
         y = labels[start : start + batch_size].to(x.device)
         gt = masks[start : start + batch_size].bool()
         if gt.shape[-2:] != x.shape[-2:]:
-            gt = torch.nn.functional.interpolate(gt[:, None].float(), size=x.shape[-2:], mode="nearest")[:, 0] > 0.5
+            gt = (
+                torch.nn.functional.interpolate(gt[:, None].float(), size=x.shape[-2:], mode="nearest")[:, 0]
+                > 0.5
+            )
         with torch.no_grad():
             correct += int((model(x).argmax(-1) == y).sum())
         mask_total += float(gt.float().mean((1, 2)).sum())
@@ -243,9 +248,16 @@ def evaluate_explanations(
         rho_signed, _ = _nanmean(s["rhos"]) if s["rhos"] else (float("nan"), 0)
         rows.append(
             MethodScores(
-                name, sum(s["pg"]) / n, sum(s["mm"]) / n, sum(s["del"]) / n, sum(s["ins"]) / n,
-                rho, rho_signed, undefined, sum(s["t"]) / n,
-            )  # fmt: skip
+                name,
+                sum(s["pg"]) / n,
+                sum(s["mm"]) / n,
+                sum(s["del"]) / n,
+                sum(s["ins"]) / n,
+                rho,
+                rho_signed,
+                undefined,
+                sum(s["t"]) / n,
+            )
         )
         curves_out[name] = {
             "fractions": fractions.tolist(),
@@ -291,9 +303,16 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split)
     t0 = time.perf_counter()
     report = evaluate_explanations(
-        model, images, labels, masks, methods=a.methods, batch_size=a.batch_size, steps=a.steps,
-        randomization=not a.no_randomization, seed=a.seed,
-    )  # fmt: skip
+        model,
+        images,
+        labels,
+        masks,
+        methods=a.methods,
+        batch_size=a.batch_size,
+        steps=a.steps,
+        randomization=not a.no_randomization,
+        seed=a.seed,
+    )
     report.description = (
         f"Model: {source}. Data: shapes '{a.split}' split, seed {a.seed}, {size} px, {a.num_images} images "
         f"({time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU threads)."

@@ -158,7 +158,11 @@ def deletion_insertion(
     with eval_mode(model):
         deletion, insertion = probs(deleted), probs(inserted)
     return PerturbationCurves(
-        fractions, deletion, insertion, torch.trapezoid(deletion, fractions), torch.trapezoid(insertion, fractions)
+        fractions,
+        deletion,
+        insertion,
+        torch.trapezoid(deletion, fractions),
+        torch.trapezoid(insertion, fractions),
     )
 
 

@@ -26,11 +26,17 @@ OPACITY_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
-    return a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float32)
+    return (
+        a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float32)
+    )
 
 
 def _uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    img = _np(image) if isinstance(image, torch.Tensor) or np.asarray(image).dtype != np.uint8 else np.asarray(image)
+    img = (
+        _np(image)
+        if isinstance(image, torch.Tensor) or np.asarray(image).dtype != np.uint8
+        else np.asarray(image)
+    )
     if img.dtype != np.uint8:
         img = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     if img.ndim == 2:
@@ -53,20 +59,17 @@ def _scale(maps: Sequence[np.ndarray], signed: bool) -> dict:
 def _opacity_slider(heat_traces: list[int], opacity: float) -> list[dict]:
     """A layout slider restyling the opacity of the heat-map traces."""
     steps = [
-        {"label": f"{o:.1f}", "method": "restyle", "args": [{"opacity": o}, heat_traces]} for o in OPACITY_STEPS
+        {"label": f"{o:.1f}", "method": "restyle", "args": [{"opacity": o}, heat_traces]}
+        for o in OPACITY_STEPS
     ]
     active = min(range(len(OPACITY_STEPS)), key=lambda i: abs(OPACITY_STEPS[i] - opacity))
     return [{"active": active, "currentvalue": {"prefix": "map opacity: "}, "pad": {"t": 30}, "steps": steps}]
 
 
-def _image_axes(fig: go.Figure, rows: int, cols: int) -> None:
-    for r in range(1, rows + 1):
-        for c in range(1, cols + 1):
-            fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=r, col=c)
-            fig.update_yaxes(
-                showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                scaleanchor=None, row=r, col=c,
-            )  # fmt: skip
+def _image_axes(fig: go.Figure) -> None:
+    """Image orientation (row 0 at the top) and no ticks, on every axis of the figure."""
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
 
 
 def overlay_figure(
@@ -100,14 +103,17 @@ def overlay_figure(
         fig.add_trace(go.Image(z=_uint8_image(image), hoverinfo="skip"))
     fig.add_trace(
         go.Heatmap(
-            z=z, opacity=opacity, colorscale=colorscale or (DIVERGING if signed else SEQUENTIAL),
-            hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>", **_scale([z], signed),
-        )  # fmt: skip
+            z=z,
+            opacity=opacity,
+            colorscale=colorscale or (DIVERGING if signed else SEQUENTIAL),
+            hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>",
+            **_scale([z], signed),
+        )
     )
     fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     if opacity_slider:
         fig.update_layout(sliders=_opacity_slider([len(fig.data) - 1], opacity))
-    _image_axes(fig, 1, 1)
+    _image_axes(fig)
     return fig
 
 
@@ -147,8 +153,13 @@ def panel_grid_figure(
     n = len(zs)
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) if titles else None,
-                        horizontal_spacing=0.02, vertical_spacing=0.08)  # fmt: skip
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=list(titles) if titles else None,
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08,
+    )
     img = _uint8_image(image) if image is not None else None
     shared = _scale(zs, signed) if shared_scale else None
     heat_traces = []
@@ -160,21 +171,30 @@ def panel_grid_figure(
         scale = shared or _scale([z], signed)
         fig.add_trace(
             go.Heatmap(
-                z=z, opacity=opacity if under else 1.0, colorscale=DIVERGING if signed else SEQUENTIAL,
-                showscale=(i == 0) if shared_scale else False, name=titles[i] if titles else f"panel {i}",
-                hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>", **scale,
-            ),  # fmt: skip
-            row=r, col=c,
+                z=z,
+                opacity=opacity if under else 1.0,
+                colorscale=DIVERGING if signed else SEQUENTIAL,
+                showscale=(i == 0) if shared_scale else False,
+                name=titles[i] if titles else f"panel {i}",
+                hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>",
+                **scale,
+            ),
+            row=r,
+            col=c,
         )
         heat_traces.append(len(fig.data) - 1)
-    fig.update_layout(title=title, height=rows * panel_height + 80, margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig.update_layout(
+        title=title, height=rows * panel_height + 80, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+    )
     if img is not None and opacity_slider:
         fig.update_layout(sliders=_opacity_slider(heat_traces, opacity))
-    _image_axes(fig, rows, cols)
+    _image_axes(fig)
     return fig
 
 
-def head_grid_figure(views, stage: int, block: int = -1, kind: str = "received", pixel=None, **kwargs) -> go.Figure:
+def head_grid_figure(
+    views, stage: int, block: int = -1, kind: str = "received", pixel=None, **kwargs
+) -> go.Figure:
     """Every head of one layer over the input (an `AttentionViews`), titled with each head's key grid.
 
     ``kind`` is "received" or "query" (the attention of the query at ``pixel``); further keyword
@@ -229,7 +249,9 @@ def footprint_figure(
     else:
         z = np.where(lab < 0, np.nan, lab)
     fig = overlay_figure(image, z, opacity, title, colorscale="Viridis")
-    fig.data[-1].update(customdata=lab, hovertemplate="y %{y}, x %{x}: key %{customdata}<extra></extra>", showscale=False)
+    fig.data[-1].update(
+        customdata=lab, hovertemplate="y %{y}, x %{x}: key %{customdata}<extra></extra>", showscale=False
+    )
     return fig
 
 
@@ -239,7 +261,9 @@ def curves_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: st
     Each method's legend entry carries its AUCs; lines of one method share a legend group, so a click
     hides both.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Deletion (lower is better)", "Insertion (higher is better)"])
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["Deletion (lower is better)", "Insertion (higher is better)"]
+    )
     for i, (name, c) in enumerate(curves.items()):
         x = np.asarray(c["fractions"], dtype=float)
         for col, kind in ((1, "deletion"), (2, "insertion")):
@@ -247,11 +271,17 @@ def curves_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: st
             auc = float(np.trapezoid(y, x))
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
                     hovertemplate=f"{name} ({kind} AUC {auc:.3f})<br>%{{x:.2f}} of pixels: p=%{{y:.3f}}<extra></extra>",
                     line={"color": _palette(i)},
-                ),  # fmt: skip
-                row=1, col=col,
+                ),
+                row=1,
+                col=col,
             )
     fig.update_xaxes(title_text="fraction of pixels", range=[0, 1])
     fig.update_yaxes(title_text="probability of the class", range=[0, 1], col=1)
@@ -273,20 +303,32 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
         rows: `HeadStat` objects or the dicts of `hvit.explain.head_stats.summarize_by_stage`.
     """
     recs = [r if isinstance(r, Mapping) else r.to_dict() for r in rows]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Mean attention distance (pixels)", "Normalised entropy"])
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["Mean attention distance (pixels)", "Normalised entropy"]
+    )
     heads = sorted({r["head"] for r in recs})
     for i, h in enumerate(heads):
         mine = [r for r in recs if r["head"] == h]
         x = [r["stage"] + 1 + 0.06 * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
-        text = [f"stage {r['stage'] + 1}, head {h}" + (f", block {r['block'] + 1}" if "block" in r else "") for r in mine]
+        text = [
+            f"stage {r['stage'] + 1}, head {h}" + (f", block {r['block'] + 1}" if "block" in r else "")
+            for r in mine
+        ]
         for col, key in ((1, "mean_distance"), (2, "normalized_entropy")):
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=[r[key] for r in mine], mode="markers", name=f"head {h}", legendgroup=f"head {h}",
-                    showlegend=col == 1, text=text, marker={"color": _palette(i), "size": 9},
+                    x=x,
+                    y=[r[key] for r in mine],
+                    mode="markers",
+                    name=f"head {h}",
+                    legendgroup=f"head {h}",
+                    showlegend=col == 1,
+                    text=text,
+                    marker={"color": _palette(i), "size": 9},
                     hovertemplate="%{text}: %{y:.3g}<extra></extra>",
-                ),  # fmt: skip
-                row=1, col=col,
+                ),
+                row=1,
+                col=col,
             )
     stages = sorted({r["stage"] + 1 for r in recs})
     fig.update_xaxes(title_text="stage", tickvals=stages)
@@ -302,11 +344,15 @@ def ablation_figure(results: Sequence, title: str = "Switching one head off") ->
     deltas = [r["delta"] for r in recs]
     fig = go.Figure(
         go.Bar(
-            x=labels, y=deltas, marker={"color": [_palette(r["stage"]) for r in recs]},
+            x=labels,
+            y=deltas,
+            marker={"color": [_palette(r["stage"]) for r in recs]},
             hovertemplate="%{x}: Δp = %{y:+.4f}<extra></extra>",
-        )  # fmt: skip
+        )
     )
-    fig.update_layout(title=title, yaxis_title="Δ probability of the class", xaxis_title="stage, head", height=380)
+    fig.update_layout(
+        title=title, yaxis_title="Δ probability of the class", xaxis_title="stage, head", height=380
+    )
     return fig
 
 
@@ -325,7 +371,9 @@ def attribution_grid_figure(
     """
     names = list(maps)
     zs = [_np(maps[n]) for n in names]
-    titles = [f"{n} [{float(np.nanmin(z)):.2g}, {float(np.nanmax(z)):.2g}]" for n, z in zip(names, zs, strict=True)]
+    titles = [
+        f"{n} [{float(np.nanmin(z)):.2g}, {float(np.nanmax(z)):.2g}]" for n, z in zip(names, zs, strict=True)
+    ]
     signed = signed or {}
     fig = panel_grid_figure(zs, titles, image=image, cols=cols, opacity=opacity, shared_scale=False)
     # Signed panels: diverging colours centred on 0, each with its own symmetric range.

@@ -96,9 +96,16 @@ def head_statistics_from_maps(maps: AttentionMaps, strides: list[int]) -> list[H
                 for i, head in enumerate(record.heads):
                     stats.append(
                         HeadStat(
-                            s, b, head, g, record.sr_ratio, tuple(record.key_grid),
-                            float(distance[i]), float(entropy[i]), float(normalized[i]),
-                        )  # fmt: skip
+                            s,
+                            b,
+                            head,
+                            g,
+                            record.sr_ratio,
+                            tuple(record.key_grid),
+                            float(distance[i]),
+                            float(entropy[i]),
+                            float(normalized[i]),
+                        )
                     )
     return stats
 

@@ -120,7 +120,9 @@ def rollout_from_maps(
     n_tokens = first.num_prefix_tokens + first.query_grid[0] * first.query_grid[1]
     v = torch.eye(n_tokens).expand(b, -1, -1) if start is None else start
     if v.shape[-1] != n_tokens:
-        raise ValueError(f"start rows must have {n_tokens} entries (the tokens of stage {stage}), got {v.shape[-1]}")
+        raise ValueError(
+            f"start rows must have {n_tokens} entries (the tokens of stage {stage}), got {v.shape[-1]}"
+        )
     v = v.double()
     dropped = torch.zeros(v.shape[:2], dtype=v.dtype)
     for s in range(stage, -1, -1):
@@ -164,7 +166,9 @@ class AttentionRollout:
         return grid_to_image(self.maps[stage], self.image_size, self.stride)
 
 
-def _readout(record: AttentionRecord, batch: int, is_last: bool, query: tuple[int, int] | None) -> torch.Tensor:
+def _readout(
+    record: AttentionRecord, batch: int, is_last: bool, query: tuple[int, int] | None
+) -> torch.Tensor:
     """(B, 1, P + N) starting row: a query token, the class token the head reads, or the mean of the map."""
     p = record.num_prefix_tokens
     n = record.query_grid[0] * record.query_grid[1]
@@ -227,6 +231,11 @@ def attention_rollout(
     """
     x = prepare_images(model, images)
     return rollout_all_stages(
-        extract_attention(model, x), stage_strides(model), model.config.downsample_stride,
-        (int(x.shape[-2]), int(x.shape[-1])), head_fusion, residual_weight, pixel,
-    )  # fmt: skip
+        extract_attention(model, x),
+        stage_strides(model),
+        model.config.downsample_stride,
+        (int(x.shape[-2]), int(x.shape[-1])),
+        head_fusion,
+        residual_weight,
+        pixel,
+    )

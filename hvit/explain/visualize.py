@@ -2,27 +2,27 @@
 
 Row 1: the input, each stage's attention (mean over heads) laid over it, and the attention rollout
 through all stages. Then one row per stage: every head on its own, titled with its key grid and its
-mean attention distance. Written with matplotlib's Agg backend, so it works without a display.
+mean attention distance. Drawn on a bare ``matplotlib.figure.Figure`` (rendered by the Agg backend),
+not through ``pyplot``: no display is needed, and nothing global is touched, so the apps' worker threads
+can call it at the same time.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import nn
 
-matplotlib.use("Agg")  # no display needed; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from hvit.explain._inputs import ImageLike  # noqa: E402
-from hvit.explain.attention_views import attention_views  # noqa: E402
-from hvit.explain.head_stats import head_statistics_from_maps  # noqa: E402
-from hvit.explain.rollout import rollout_all_stages  # noqa: E402
+from hvit.explain._inputs import ImageLike
+from hvit.explain.attention_views import attention_views
+from hvit.explain.head_stats import head_statistics_from_maps
+from hvit.explain.rollout import rollout_all_stages
 
 
-def _overlay(ax: plt.Axes, image, heat: torch.Tensor, title: str, vmax: float | None = None) -> None:
+def _overlay(ax: Axes, image, heat: torch.Tensor, title: str, vmax: float | None = None) -> None:
     ax.imshow(image)
     ax.imshow(heat.numpy(), cmap="inferno", alpha=0.6, vmin=0.0, vmax=vmax)
     ax.set_title(title, fontsize=8)
@@ -60,7 +60,8 @@ def visualize_attention(
     cols = max(n_stages + 2, max(heads))
     rows = 1 + n_stages
     img = views.images[0]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    fig = Figure(figsize=(1.9 * cols, 2.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
 
@@ -88,6 +89,5 @@ def visualize_attention(
     fig.tight_layout()
     path = Path(save_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi, format="png")  # a bare Figure renders with Agg
     return path
