@@ -22,8 +22,9 @@ for path in (str(APP_DIR), str(ROOT)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import common  # noqa: E402
 import streamlit as st  # noqa: E402
+
+import common  # noqa: E402
 
 logger = logging.getLogger("hvit.app")
 

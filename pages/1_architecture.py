@@ -6,9 +6,9 @@ import dataclasses
 import json
 import re
 
-import common
 import streamlit as st
 
+import common
 import hvit
 from hvit import demo
 from hvit.config import HViTConfig

@@ -7,9 +7,9 @@ import math
 import tempfile
 import uuid
 
-import common
 import streamlit as st
 
+import common
 from hvit import demo
 from hvit.explain import figures
 

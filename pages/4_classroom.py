@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import common
 import streamlit as st
 
+import common
 from hvit import demo
 from hvit.explain import AttributionSettings, figures
 

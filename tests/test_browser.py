@@ -10,6 +10,7 @@ fails, it never skips.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -183,5 +184,32 @@ def test_classroom_next_keeps_the_step_in_the_url(server: str, browser) -> None:
         assert "step=6" in page.url
         assert not _problems(page)
         _screenshot(page, "classroom_step6")
+    finally:
+        context.close()
+
+
+def test_a_click_on_the_image_moves_the_query(server: str, browser) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.goto(server + "/attention")
+        _settle(page)
+
+        def query_caption() -> str:
+            texts = [c.inner_text() for c in page.query_selector_all('[data-testid="stCaptionContainer"]')]
+            return next(t for t in texts if t.startswith("Query token"))
+
+        before = query_caption()
+        plot_area = page.query_selector_all('[data-testid="stPlotlyChart"]')[0].query_selector(".nsewdrag")
+        box = plot_area.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)  # the top-left token
+        page.wait_for_timeout(1000)
+        _settle(page)
+        after = query_caption()
+        row, col, side = (
+            int(v) for v in re.match(r"Query token \((\d+), (\d+)\) of the (\d+)x", after).groups()
+        )
+        assert after != before and row < side // 4 and col < side // 4, after  # the top-left corner
+        assert not _problems(page)
     finally:
         context.close()
