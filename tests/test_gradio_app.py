@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import torch
 from PIL import Image
 
 from hvit import demo as core
@@ -60,6 +61,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread_per_request():
+    """As `main()` sets it for the app's process; restored afterwards for the other test files."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +139,10 @@ def test_every_attribution_method_gives_a_map(samples, model, method):
         assert attr.zmid == 0 and attr.zmin == -attr.zmax  # signed: diverging scale centred on zero
 
 
-def test_changing_stage_or_method_without_an_image_does_nothing():
+def test_changing_inputs_without_an_image_clears_instead_of_complaining():
     assert ga.show_heads(None, MODEL, 2) is None
     assert ga.show_attribution(None, MODEL, "saliency", 1) is None
+    assert ga.analyse_new_image(None, MODEL, FAST, 1) == (None, None, None, None, "")
 
 
 def test_bad_stage_and_method_are_refused(samples):
@@ -220,6 +231,9 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
     with pytest.raises(gr.Error, match="could not fetch the ImageNet weights") as info:
         ga.analyse(str(samples[0]), core.IMAGENET, FAST, 1)
     assert info.value.title == "ImageNet weights unavailable"
+    # Picking the model with an image already there: the summary says so, no error pop-up.
+    *plots, summary = ga.analyse_new_image(str(samples[0]), core.IMAGENET, FAST, 1)
+    assert plots == [None] * 4 and "not available" in summary
     assert time.perf_counter() - start < 30  # timm's import is most of it; no network wait
 
 
@@ -394,7 +408,6 @@ def test_eight_clients_at_once_are_all_answered_correctly(server, samples, monke
         assert list(got) == list(want)
         np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-4)
     # The queue let at most CONCURRENCY_LIMIT requests run a model at once, each on its own copy.
-    print("PEAK", counting.peak)
     assert 1 <= counting.peak <= ga.CONCURRENCY_LIMIT, counting.peak
 
 
