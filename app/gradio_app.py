@@ -69,7 +69,7 @@ DEMO_MODELS: tuple[str, ...] = (SHIPPED, IMAGENET)
 # while a third waits in the queue instead of slowing everyone down.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full"
-MAX_EXAMPLES = 12  # sample images shown under the input
+MAX_EXAMPLES = 16  # sample images shown under the input (the 12 shapes and 4 photos shipped)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,13 +389,21 @@ HOW_TO_READ = """\
 """
 
 
+def example_images() -> list[Path]:
+    """The shipped sample images, shapes first (what the default model knows), then the photographs.
+
+    Ground-truth masks (``*_masks/`` folders) are not examples.
+    """
+    images = [p for p in sample_images() if not any("mask" in part.lower() for part in p.parts)]
+    return sorted(images, key=lambda p: "photos" in p.parts)
+
+
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
     """The Gradio app, not yet launched.
 
     Args:
         models: labels offered in the model selector, the first being the default.
-        examples: example images; by default up to ``MAX_EXAMPLES`` of `hvit.demo.sample_images()`,
-            shapes before photographs.
+        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`.
 
     Returns:
         A `gr.Blocks` with its queue configured; call ``.launch()`` on it.
@@ -403,8 +411,7 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
     for label in models:
         _check_model_label(label)
     if examples is None:
-        # Shapes first: they are what the default model knows; the photographs come after.
-        examples = sorted(sample_images(), key=lambda p: "photos" in p.parts)[:MAX_EXAMPLES]
+        examples = example_images()[:MAX_EXAMPLES]
     with gr.Blocks(title="hvit: where does a pyramid vision transformer look?") as demo:
         gr.Markdown(INTRO)
         with gr.Row():

@@ -26,7 +26,12 @@ def _check_outputs(outputs: torch.Tensor, targets: torch.Tensor) -> None:
 
 
 def _check_targets(targets: torch.Tensor, n: int, num_classes: int) -> None:
-    if targets.ndim != 1 or targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
+    if (
+        targets.ndim != 1
+        or targets.dtype.is_floating_point
+        or targets.dtype == torch.bool
+        or targets.is_complex()
+    ):
         raise ValueError(
             f"targets must be an integer (N,) tensor of class indices, got shape {tuple(targets.shape)} "
             f"dtype {targets.dtype} (one-hot targets: pass targets.argmax(1))"
@@ -37,10 +42,14 @@ def _check_targets(targets: torch.Tensor, n: int, num_classes: int) -> None:
         raise ValueError("metrics of zero samples are undefined: outputs and targets are empty")
     lo, hi = int(targets.min()), int(targets.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(f"targets must be class indices in [0, {num_classes - 1}], found values from {lo} to {hi}")
+        raise ValueError(
+            f"targets must be class indices in [0, {num_classes - 1}], found values from {lo} to {hi}"
+        )
 
 
-def confusion_matrix(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    outputs: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
     """Count of (true class, predicted class) pairs.
 
     Args:

@@ -9,7 +9,14 @@ from safetensors.torch import save_file
 import hvit.registry as registry
 from hvit.data import SHAPE_CLASSES, ShapesDataset, build_transforms
 from hvit.preprocessing import Preprocessing
-from hvit.train import CheckpointError, History, HViTTrainer, TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint
+from hvit.train import (
+    CheckpointError,
+    History,
+    HViTTrainer,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
 
@@ -33,7 +40,14 @@ def tiny_model(seed: int = 0, **overrides) -> torch.nn.Module:
 
 def tiny_trainer(model, tmp_path, callbacks=(), **config) -> HViTTrainer:
     data = ShapesDataset(40, 16, seed=0, transform=build_transforms(PRE, train=True))
-    cfg = {"epochs": 2, "batch_size": 8, "lr": 2e-3, "warmup_epochs": 0.5, "checkpoint_path": str(tmp_path / "run.safetensors"), **config}
+    cfg = {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "warmup_epochs": 0.5,
+        "checkpoint_path": str(tmp_path / "run.safetensors"),
+        **config,
+    }
     return HViTTrainer(model, None, None, "cpu", cfg, train_data=data, callbacks=list(callbacks))
 
 
@@ -72,7 +86,10 @@ def test_refuses_what_is_not_a_matching_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "flipped.safetensors")
 
     other = tiny_model(embed_dims=(16, 32, 64, 96))
-    with pytest.raises(CheckpointError, match=r"different model configuration: embed_dims: checkpoint \[16, 32, 64, 128\], model \[16, 32, 64, 96\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"different model configuration: embed_dims: checkpoint \[16, 32, 64, 128\], model \[16, 32, 64, 96\]",
+    ):
         load_checkpoint(good, model=other)
     foreign = torch.nn.Linear(3, 6)
     with pytest.raises(CheckpointError, match="does not fit this model .*missing 2 tensors"):
@@ -115,7 +132,13 @@ def test_checkpoint_holds_everything_to_resume(tmp_path):
     assert ckpt.preprocessing["class_names"] == list(SHAPE_CLASSES)
     assert ckpt.model["config"]["img_size"] == 16 and ckpt.model["variant"] == "hvit_nano"
     assert ckpt.trainer["epoch"] == 1 and ckpt.trainer["step"] == 5
-    assert ckpt.scheduler == {"name": "warmup_cosine", "step": 5, "warmup_steps": 2, "total_steps": 5, "min_ratio": 0.01}
+    assert ckpt.scheduler == {
+        "name": "warmup_cosine",
+        "step": 5,
+        "warmup_steps": 2,
+        "total_steps": 5,
+        "min_ratio": 0.01,
+    }
     assert ckpt.train_config["batch_size"] == 8
     assert set(ckpt.optimizer["state_dict"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     assert torch.equal(ckpt.rng[0]["torch"], torch.get_rng_state())

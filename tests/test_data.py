@@ -68,11 +68,15 @@ def test_transform_is_applied(tmp_path):
 
 
 def test_missing_root_and_split(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist; expected the layout root/<split>/<class name>"):
+    with pytest.raises(
+        FileNotFoundError, match=r"nowhere' does not exist; expected the layout root/<split>/<class name>"
+    ):
         HViTDataset(tmp_path / "nowhere")
     (tmp_path / "train").mkdir()
     (tmp_path / "test").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"split folder .*val' does not exist.*Folders found in .*: test, train"):
+    with pytest.raises(
+        FileNotFoundError, match=r"split folder .*val' does not exist.*Folders found in .*: test, train"
+    ):
         HViTDataset(tmp_path, split="val")
 
 
@@ -81,7 +85,9 @@ def test_empty_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no class folders in .*train"):
         HViTDataset(tmp_path)
     save(tmp_path / "train" / "loose.png", Image.new("RGB", (2, 2)))
-    with pytest.raises(FileNotFoundError, match="1 image files directly: move them into one folder per class"):
+    with pytest.raises(
+        FileNotFoundError, match="1 image files directly: move them into one folder per class"
+    ):
         HViTDataset(tmp_path)
     (tmp_path / "train" / "cat").mkdir()
     (tmp_path / "train" / "cat" / "readme.txt").write_text("x")
@@ -94,7 +100,9 @@ def test_unreadable_file_names_the_path(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
     ds = HViTDataset(tmp_path)
-    with pytest.raises(ImageReadError, match=r"cannot read image file '.*broken.png'.*Expected a readable image"):
+    with pytest.raises(
+        ImageReadError, match=r"cannot read image file '.*broken.png'.*Expected a readable image"
+    ):
         ds[0]
 
 
@@ -203,21 +211,34 @@ def test_load_dataset_entry_point(tmp_path):
     write_shapes(tmp_path, {"train": 6}, img_size=16)
     folder = load_dataset(str(tmp_path), "train", pre)
     assert folder.classes == list(SHAPE_CLASSES) and folder[0][0].shape == (3, 16, 16)
-    with pytest.raises(ValueError, match="unknown data set 'imagenet'.*shapes, mnist, fashion-mnist, cifar10"):
+    with pytest.raises(
+        ValueError, match="unknown data set 'imagenet'.*shapes, mnist, fashion-mnist, cifar10"
+    ):
         load_dataset("imagenet")
 
 
 def test_classic_offline_message_and_local_files(tmp_path):
-    with pytest.raises(RuntimeError, match=r"Fashion-MNIST is not in .*put them in '.*FashionMNIST/raw'.*train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Fashion-MNIST is not in .*put them in '.*FashionMNIST/raw'.*train-images-idx3-ubyte.gz",
+    ):
         load_classic("fashion-mnist", "train", root=tmp_path, download=False)
     # Files placed where the message says are used without any network access.
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for prefix, n in (("train", 5), ("t10k", 3)):
         images = np.arange(n * 28 * 28, dtype=np.uint8).reshape(n, 28, 28)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+        )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + bytes(range(n)))
-    ds = load_dataset("mnist", "val", Preprocessing(img_size=32, mean=(0.1,) * 3, std=(0.3,) * 3), data_dir=tmp_path, download=False)
+    ds = load_dataset(
+        "mnist",
+        "val",
+        Preprocessing(img_size=32, mean=(0.1,) * 3, std=(0.3,) * 3),
+        data_dir=tmp_path,
+        download=False,
+    )
     assert len(ds) == 3 and len(ds.classes) == 10
     x, y = ds[2]
     assert x.shape == (3, 32, 32) and y == 2

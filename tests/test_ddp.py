@@ -25,12 +25,24 @@ def make_trainer(batch_size: int, out_dir: str) -> HViTTrainer:
     model = registry.create_model("hvit_nano", num_classes=6, img_size=16)
     model.preprocessing = PRE
     data = ShapesDataset(STEPS_DATA, 16, seed=0, transform=build_transforms(PRE, train=True))
-    cfg = {"epochs": 2, "batch_size": batch_size, "lr": 3e-3, "warmup_epochs": 0, "checkpoint_path": os.path.join(out_dir, "ddp.safetensors")}
+    cfg = {
+        "epochs": 2,
+        "batch_size": batch_size,
+        "lr": 3e-3,
+        "warmup_epochs": 0,
+        "checkpoint_path": os.path.join(out_dir, "ddp.safetensors"),
+    }
     return HViTTrainer(model, None, None, "cpu", cfg, train_data=data)
 
 
 def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
     from hvit.train.distributed import cleanup_distributed, init_distributed
 
     torch.set_num_threads(1)

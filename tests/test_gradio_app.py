@@ -74,8 +74,8 @@ def _one_torch_thread_per_request():
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> list[Path]:
-    """Shipped example images, shapes before photos; generated shapes when none are shipped yet."""
-    shipped = sorted(core.sample_images(), key=lambda p: "photos" in p.parts)
+    """The app's example images (shapes, then photos); generated shapes when none are shipped yet."""
+    shipped = ga.example_images()
     if len(shipped) >= 6:
         return shipped
     from hvit.data import render_shape
@@ -307,8 +307,12 @@ def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
     config = ga.build_demo().get_config_file()  # builds without loading any model
     (dataset,) = [c for c in config["components"] if c["type"] == "dataset"]
-    shipped = core.sample_images()
-    assert len(dataset["props"]["samples"]) == min(len(shipped), ga.MAX_EXAMPLES) > 0
+    offered = ga.example_images()
+    assert len(dataset["props"]["samples"]) == min(len(offered), ga.MAX_EXAMPLES) > 0
+    assert not any("mask" in str(p).lower() for p in offered)  # masks are ground truth, not examples
+    assert {p.suffix.lower() for p in offered} <= set(core.IMAGE_SUFFIXES)
+    if any("photos" in p.parts for p in offered):
+        assert "photos" not in offered[0].parts  # the default model's kind of image comes first
     (dropdown,) = [c for c in config["components"] if c["props"].get("label") == "Model"]
     assert dropdown["props"]["value"] == core.SHIPPED
 

@@ -39,7 +39,9 @@ def one_thread():
 
 
 def shapes(n=40, train=True, seed=0):
-    return ShapesDataset(n, 16, seed=seed, split="train" if train else "val", transform=build_transforms(PRE, train=train))
+    return ShapesDataset(
+        n, 16, seed=seed, split="train" if train else "val", transform=build_transforms(PRE, train=train)
+    )
 
 
 def tiny_model(seed=0, **overrides):
@@ -107,17 +109,21 @@ def test_weight_decay_skips_norms_biases_and_position_embeddings():
 def test_training_learns_and_reports_through_callbacks(tmp_path):
     history = History()
     cfg = {"epochs": 4, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 1}
-    trainer = HViTTrainer(tiny_model(), None, None, "cpu", cfg, train_data=shapes(24), val_data=shapes(24), callbacks=[history])
+    trainer = HViTTrainer(
+        tiny_model(), None, None, "cpu", cfg, train_data=shapes(24), val_data=shapes(24), callbacks=[history]
+    )
     trainer.fit()
     assert trainer.status == "completed" and trainer.step == 12 == len(history.batches)
-    batch_keys = {"epoch", "step", "batch", "loss", "accuracy", "lr", "images_per_sec", "eta_seconds"}
+    batch_keys = {"epoch", "step", "batch", "loss", "accuracy", "lr", "grad_norm", "images_per_sec", "eta_seconds"}
     assert all(set(b) == batch_keys for b in history.batches)
     # The learning rate followed the schedule exactly, step by step.
     assert [b["lr"] for b in history.batches] == [3e-3 * warmup_cosine(s, 12, 3, 0.01) for s in range(12)]
     assert history.batches[-1]["eta_seconds"] == 0.0 and history.batches[-1]["epoch"] == 4.0
     epochs = history.epochs
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and trainer.history == epochs
-    assert {"train_loss", "val_loss", "val_accuracy", "val_f1", "val_top5_accuracy", "images_per_sec"} <= set(epochs[0])
+    assert {"train_loss", "val_loss", "val_accuracy", "val_f1", "val_top5_accuracy", "images_per_sec"} <= set(
+        epochs[0]
+    )
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]  # it learns on its own training set
 
 
@@ -132,7 +138,9 @@ def test_validate_matches_calculate_metrics():
         logits = model(torch.stack(xs))
     want = calculate_metrics(logits, torch.tensor(ys))
     assert got["accuracy"] == pytest.approx(want["accuracy"]) and got["f1"] == pytest.approx(want["f1"])
-    assert got["loss"] == pytest.approx(nn.functional.cross_entropy(logits, torch.tensor(ys)).item(), rel=1e-5)
+    assert got["loss"] == pytest.approx(
+        nn.functional.cross_entropy(logits, torch.tensor(ys)).item(), rel=1e-5
+    )
 
 
 def test_stop_request_ends_at_a_batch_boundary(tmp_path):
@@ -143,7 +151,9 @@ def test_stop_request_ends_at_a_batch_boundary(tmp_path):
 
     path = tmp_path / "ckpt.safetensors"
     cfg = {"epochs": 2, "batch_size": 8, "checkpoint_path": str(path)}
-    trainer = HViTTrainer(tiny_model(), None, None, "cpu", cfg, train_data=shapes(40), callbacks=[StopAfterThree()])
+    trainer = HViTTrainer(
+        tiny_model(), None, None, "cpu", cfg, train_data=shapes(40), callbacks=[StopAfterThree()]
+    )
     trainer.fit()
     assert trainer.status == "stopped" and (trainer.epoch, trainer.batch_in_epoch, trainer.step) == (0, 3, 3)
     state = read_checkpoint(path).trainer
@@ -165,7 +175,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capl
 
     path = tmp_path / "ckpt.safetensors"
     model = tiny_model()
-    trainer = HViTTrainer(model, None, NaNAtStep(), "cpu", {"epochs": 3, "batch_size": 8, "checkpoint_path": str(path)}, train_data=shapes(40))
+    trainer = HViTTrainer(
+        model,
+        None,
+        NaNAtStep(),
+        "cpu",
+        {"epochs": 3, "batch_size": 8, "checkpoint_path": str(path)},
+        train_data=shapes(40),
+    )
     weights = {}
 
     class Snapshot:
@@ -193,9 +210,18 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capl
 
 def test_any_module_and_a_dataloader_train():
     # The trainer knows nothing about hvit models: a two-layer CNN trains the same way.
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6)
+    )
     loader = torch.utils.data.DataLoader(shapes(16), batch_size=8)
-    trainer = HViTTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "cpu", {"epochs": 1}, train_data=loader)
+    trainer = HViTTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        "cpu",
+        {"epochs": 1},
+        train_data=loader,
+    )
     logs = trainer.train_epoch()
     assert trainer.step == 2 and math.isfinite(logs["loss"])
 

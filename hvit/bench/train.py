@@ -94,12 +94,18 @@ def time_to_target(args: argparse.Namespace, target: float, max_epochs: int | No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hvit.bench train", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="hvit_nano,hvit_micro,hvit_nano_ms", help="comma-separated presets")
+    parser.add_argument(
+        "--models", default="hvit_nano,hvit_micro,hvit_nano_ms", help="comma-separated presets"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per model and thread count")
-    parser.add_argument("--checkpoint", default=str(SHIPPED), help="shipped checkpoint whose command line to time")
+    parser.add_argument(
+        "--checkpoint", default=str(SHIPPED), help="shipped checkpoint whose command line to time"
+    )
     parser.add_argument("--target", type=float, default=0.95, help="validation accuracy to reach")
-    parser.add_argument("--max-epochs", type=int, help="cap the timed run (default: the shipped run's epochs)")
+    parser.add_argument(
+        "--max-epochs", type=int, help="cap the timed run (default: the shipped run's epochs)"
+    )
     parser.add_argument("--skip-target", action="store_true", help="only measure images/s")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -122,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_target:
         shipped = _shipped_args(Path(args.checkpoint))
-        print(f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on {shipped.dataset}):")
+        print(
+            f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on {shipped.dataset}):"
+        )
         run = time_to_target(shipped, args.target, args.max_epochs)
         results["time_to_target"] = run
         for point in run["curve"]:

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from hvit.explain.attention_views import AttentionViews
 
 SEQUENTIAL = "Inferno"
 DIVERGING = "RdBu_r"
@@ -193,7 +197,12 @@ def panel_grid_figure(
 
 
 def head_grid_figure(
-    views, stage: int, block: int = -1, kind: str = "received", pixel=None, **kwargs
+    views: AttentionViews,
+    stage: int,
+    block: int = -1,
+    kind: str = "received",
+    pixel: tuple[int, int] | None = None,
+    **kwargs: Any,
 ) -> go.Figure:
     """Every head of one layer over the input (an `AttentionViews`), titled with each head's key grid.
 
@@ -213,7 +222,7 @@ def stage_panels_figure(
     image: np.ndarray | torch.Tensor | None,
     maps: Sequence[np.ndarray | torch.Tensor],
     titles: Sequence[str] | None = None,
-    **kwargs,
+    **kwargs: Any,
 ) -> go.Figure:
     """One panel per stage (e.g. `AttentionViews.stage_maps` or `AttentionRollout` maps at image size)."""
     titles = list(titles) if titles else [f"stage {i + 1}" for i in range(len(maps))]

@@ -5,7 +5,13 @@
 """
 
 from hvit.train.callbacks import Callback, History, ProgressBar
-from hvit.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from hvit.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from hvit.train.config import TrainConfig
 from hvit.train.schedule import warmup_cosine
 from hvit.train.trainer import HViTTrainer, NonFiniteLossError, build_optimizer, param_groups_weight_decay

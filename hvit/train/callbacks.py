@@ -4,7 +4,7 @@ A callback is any object with some of these methods (missing ones are skipped)::
 
     on_train_start(trainer)
     on_batch_end(trainer, logs)   logs: epoch (fractional), step, batch, loss, accuracy, lr,
-                                  images_per_sec, eta_seconds
+                                  grad_norm (before clipping), images_per_sec, eta_seconds
     on_epoch_end(trainer, logs)   logs: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
                                   val_precision, val_recall, val_f1 (+ val_top5_accuracy with >= 5
                                   classes), lr, images_per_sec, epoch_seconds, eta_seconds

@@ -249,7 +249,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{not_ours}: the file is only {len(data)} bytes long")
     header_len = struct.unpack("<Q", data[:8])[0]
     if header_len > len(data) - 8:
-        raise CheckpointError(f"{not_ours} (not a safetensors file, or truncated: header claims {header_len} bytes)")
+        raise CheckpointError(
+            f"{not_ours} (not a safetensors file, or truncated: header claims {header_len} bytes)"
+        )
     try:
         header = json.loads(data[8 : 8 + header_len])
         meta = header.get("__metadata__") or {}
@@ -262,12 +264,28 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         )
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"'{path}' uses checkpoint format {version}; this hvit reads up to {FORMAT_VERSION}: upgrade hvit")
+        raise CheckpointError(
+            f"'{path}' uses checkpoint format {version}; this hvit reads up to {FORMAT_VERSION}: upgrade hvit"
+        )
     if hashlib.sha256(data[8 + header_len :]).hexdigest() != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint '{path}' is corrupt: its tensor bytes do not match the stored sha256 digest")
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt: its tensor bytes do not match the stored sha256 digest"
+        )
     try:
         tensors = st_load(data)
-        parsed = {k: json.loads(meta[k]) for k in ("model", "preprocessing", "train_config", "trainer", "optimizer", "scheduler", "rng", "extra")}
+        parsed = {
+            k: json.loads(meta[k])
+            for k in (
+                "model",
+                "preprocessing",
+                "train_config",
+                "trainer",
+                "optimizer",
+                "scheduler",
+                "rng",
+                "extra",
+            )
+        }
     except Exception as e:  # a damaged header after a valid digest: still "corrupt", with the cause
         raise CheckpointError(f"checkpoint '{path}' is corrupt: {e}") from e
 
@@ -281,7 +299,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 state.setdefault(int(pid), {})[key] = v
         for pid, scalars in optimizer["scalars"].items():
             state.setdefault(int(pid), {}).update(scalars)
-        optimizer = {"class": optimizer["class"], "state_dict": {"state": state, "param_groups": optimizer["param_groups"]}}
+        optimizer = {
+            "class": optimizer["class"],
+            "state_dict": {"state": state, "param_groups": optimizer["param_groups"]},
+        }
     rng = parsed["rng"]
     if rng is not None:
         rng = [
@@ -313,13 +334,24 @@ def check_compatible(ckpt: Checkpoint, model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if stored is not None and hasattr(config, "to_dict"):
         current = config.to_dict()
-        diff = [f"{k}: checkpoint {stored.get(k)!r}, model {current.get(k)!r}" for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+        diff = [
+            f"{k}: checkpoint {stored.get(k)!r}, model {current.get(k)!r}"
+            for k in sorted(set(stored) | set(current))
+            if stored.get(k) != current.get(k)
+        ]
         if diff:
-            raise CheckpointError(f"checkpoint '{ckpt.path}' was saved from a different model configuration: " + "; ".join(diff[:6]))
+            raise CheckpointError(
+                f"checkpoint '{ckpt.path}' was saved from a different model configuration: "
+                + "; ".join(diff[:6])
+            )
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(ckpt.state_dict[k].shape)}, model {tuple(v.shape)}" for k, v in expected.items() if k in ckpt.state_dict and ckpt.state_dict[k].shape != v.shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(ckpt.state_dict[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in ckpt.state_dict and ckpt.state_dict[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -328,10 +360,15 @@ def check_compatible(ckpt: Checkpoint, model: nn.Module) -> None:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
         if shapes:
             parts.append("shape mismatches: " + "; ".join(shapes[:3]))
-        raise CheckpointError(f"checkpoint '{ckpt.path}' does not fit this model ({ckpt.model.get('class')}): " + ", ".join(parts))
+        raise CheckpointError(
+            f"checkpoint '{ckpt.path}' does not fit this model ({ckpt.model.get('class')}): "
+            + ", ".join(parts)
+        )
 
 
-def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_checkpoint(
+    path: str | Path, model: nn.Module | None = None, *, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Load a checkpoint into a ready-to-use model.
 
     Args:
@@ -361,7 +398,9 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, device:
         try:
             config = HViTConfig.from_dict(ckpt.model["config"])
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint '{path}' has a model configuration this hvit cannot build: {e}") from e
+            raise CheckpointError(
+                f"checkpoint '{path}' has a model configuration this hvit cannot build: {e}"
+            ) from e
         model = HierarchialViT.from_config(config)
         if ckpt.model.get("variant"):
             model.variant = ckpt.model["variant"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import signal
 import sys
@@ -39,6 +40,9 @@ __all__ = ["build_parser", "main", "prepare_run"]
 
 logger = logging.getLogger("hvit.train")
 
+# Transformers need many images to learn from scratch: with no --epochs, small data sets get more epochs.
+_MIN_IMAGES = 60_000
+
 # Settings that may change when resuming: they do not change what is computed.
 _RESUMABLE_OVERRIDES = {"epochs", "workers", "device", "output", "threads", "progress", "data_dir", "resume"}
 
@@ -46,7 +50,9 @@ _RESUMABLE_OVERRIDES = {"epochs", "workers", "device", "output", "threads", "pro
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The command-line parser. With ``suppress_defaults`` only the options actually given appear."""
     p = argparse.ArgumentParser(
-        prog="python -m hvit.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog="python -m hvit.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = TrainConfig()
 
@@ -54,16 +60,35 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         p.add_argument(*flags, default=argparse.SUPPRESS if suppress_defaults else default, **kw)
 
     add("--model", default="hvit_nano", help="registered model (hvit.list_models())")
-    add("--dataset", default="shapes", help=f"{' | '.join(BUILTIN_DATASETS)} | path to root/<split>/<class>/<image>")
-    add("--data-dir", help="where MNIST / Fashion-MNIST / CIFAR-10 are (default $HVIT_DATA_DIR or ~/.cache/hvit/data)")
+    add(
+        "--dataset",
+        default="shapes",
+        help=f"{' | '.join(BUILTIN_DATASETS)} | path to root/<split>/<class>/<image>",
+    )
+    add(
+        "--data-dir",
+        help="where MNIST / Fashion-MNIST / CIFAR-10 are (default $HVIT_DATA_DIR or ~/.cache/hvit/data)",
+    )
     add("--img-size", type=int, help="input size (default: the model's)")
     add("--train-size", type=int, default=6000, help="shapes: generated training images")
     add("--val-size", type=int, default=1000, help="shapes: generated validation images")
     add("--data-seed", type=int, default=0, help="shapes: seed of the generated images")
-    add("--val-split", default="auto", help="folder: split to validate on; 'auto' = val, else test, else 10%% of train")
-    add("--augment", choices=AUGMENTATIONS, help="training augmentation (default: strong for cifar10, else light)")
+    add(
+        "--val-split",
+        default="auto",
+        help="folder: split to validate on; 'auto' = val, else test, else 10%% of train",
+    )
+    add(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="training augmentation (default: strong for cifar10, else light)",
+    )
     add("--drop-path-rate", type=float, default=0.0, help="stochastic depth of the model")
-    add("--epochs", type=int, default=d.epochs)
+    add(
+        "--epochs",
+        type=int,
+        help=f"default: {d.epochs}, or more on small data sets, so that training sees at least {_MIN_IMAGES:,} images (at most 100 epochs)",
+    )
     add("--batch-size", type=int, default=d.batch_size, help="per process")
     add("--lr", type=float, default=d.lr, help="peak learning rate")
     add("--min-lr-ratio", type=float, default=d.min_lr_ratio)
@@ -76,7 +101,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     add("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
-    add("--output", help="checkpoint file (default runs/<model>-<dataset>.safetensors; with --resume, that file)")
+    add(
+        "--output",
+        help="checkpoint file (default runs/<model>-<dataset>.safetensors; with --resume, that file)",
+    )
     add("--resume", help="checkpoint to continue from; the run's other settings are read from it")
     add("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
     return p
@@ -108,7 +136,9 @@ def _resolve_val(args: argparse.Namespace, train_full: Dataset, val_full_for: An
     return Subset(train_full, sorted(perm[n_val:])), Subset(val_full_for("train"), sorted(perm[:n_val]))
 
 
-def prepare_run(args: argparse.Namespace, dist: DistInfo | None = None, device: str | torch.device = "cpu") -> HViTTrainer:
+def prepare_run(
+    args: argparse.Namespace, dist: DistInfo | None = None, device: str | torch.device = "cpu"
+) -> HViTTrainer:
     """Build data, model and trainer from parsed command-line arguments (shared with the benchmark).
 
     Returns:
@@ -138,10 +168,14 @@ def prepare_run(args: argparse.Namespace, dist: DistInfo | None = None, device: 
         train_data, val_data = _resolve_val(args, train_full, load)
         val_base = val_data.dataset if isinstance(val_data, Subset) else val_data
         if list(val_base.classes) != classes:
-            raise ValueError(f"the validation split's classes {val_base.classes} differ from the training split's {classes}")
+            raise ValueError(
+                f"the validation split's classes {val_base.classes} differ from the training split's {classes}"
+            )
     else:
         train_data, val_data, val_base = train_full, load("val"), None
 
+    if args.epochs is None:
+        args.epochs = max(TrainConfig().epochs, min(100, math.ceil(_MIN_IMAGES / max(len(train_data), 1))))
     mean, std = dataset_stats(args.dataset, img_size=img_size, data_dir=args.data_dir)
     preprocessing = Preprocessing(img_size=img_size, mean=mean, std=std, class_names=classes)
     augment = args.augment or ("strong" if kind == "cifar10" else "light")
@@ -157,12 +191,15 @@ def prepare_run(args: argparse.Namespace, dist: DistInfo | None = None, device: 
         workers=args.workers, checkpoint_path=args.output,
     )  # fmt: skip
     trainer = HViTTrainer(model, None, None, device, config, train_data=train_data, val_data=val_data)
-    trainer.extra = {"cli": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "dataset": _dataset_label(args.dataset)}
+    trainer.extra = {
+        "cli": {k: v for k, v in vars(args).items() if k not in ("resume",)},
+        "dataset": _dataset_label(args.dataset),
+    }
     if dist is None or dist.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         logger.info(
-            "%s (%.2f M parameters, %d px) on %s: %d classes, %d training / %d validation images, %s augmentation",
-            args.model, n_params / 1e6, img_size, _dataset_label(args.dataset), len(classes), len(train_data), len(val_data), augment,
+            "%s (%.2f M parameters, %d px) on %s: %d classes, %d training / %d validation images, %s augmentation, %d epochs",
+            args.model, n_params / 1e6, img_size, _dataset_label(args.dataset), len(classes), len(train_data), len(val_data), augment, args.epochs,
         )  # fmt: skip
     return trainer
 
@@ -171,7 +208,9 @@ def _merge_resume(args: argparse.Namespace, explicit: argparse.Namespace) -> arg
     ckpt = read_checkpoint(args.resume)
     stored = ckpt.extra.get("cli")
     if not stored:
-        raise SystemExit(f"error: {args.resume} was not written by python -m hvit.train, so its run cannot be resumed from the command line")
+        raise SystemExit(
+            f"error: {args.resume} was not written by python -m hvit.train, so its run cannot be resumed from the command line"
+        )
     merged = argparse.Namespace(**{**vars(args), **stored})
     for key, value in vars(explicit).items():
         if key in _RESUMABLE_OVERRIDES:
@@ -193,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     explicit = build_parser(suppress_defaults=True).parse_args(argv)
     dist, device = init_distributed(args.device)
     logging.basicConfig(
-        level=logging.INFO if dist.is_main else logging.WARNING, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S"
+        level=logging.INFO if dist.is_main else logging.WARNING,
+        format="[%(asctime)s] %(message)s",
+        datefmt="%H:%M:%S",
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -221,10 +262,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer.fit()
         if dist.is_main:
             if trainer.status == "stopped":
-                logger.info("%s; checkpoint %s. Continue with: python -m hvit.train --resume %s", trainer.message, args.output, args.output)
+                logger.info(
+                    "%s; checkpoint %s. Continue with: python -m hvit.train --resume %s",
+                    trainer.message,
+                    args.output,
+                    args.output,
+                )
             else:
                 last = trainer.history[-1] if trainer.history else {}
-                logger.info("done: val accuracy %.4f; checkpoint %s", last.get("val_accuracy", float("nan")), args.output)
+                logger.info(
+                    "done: val accuracy %.4f; checkpoint %s",
+                    last.get("val_accuracy", float("nan")),
+                    args.output,
+                )
         return 0
     except NonFiniteLossError:
         return 1  # the trainer has logged what happened and which checkpoint was kept

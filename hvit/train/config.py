@@ -88,7 +88,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown training config fields {sorted(unknown)}; valid fields are {sorted(known)}")
+            raise ValueError(
+                f"unknown training config fields {sorted(unknown)}; valid fields are {sorted(known)}"
+            )
         return cls(**d)
 
     @classmethod

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "cleanup_distributed", "dist_info", "init_distributed", "resolve_device"]
+__all__ = [
+    "DistInfo",
+    "all_reduce_sum",
+    "cleanup_distributed",
+    "dist_info",
+    "init_distributed",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
 def dist_info() -> DistInfo:
     """The current process group's view, or a single process when there is none."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        )
     return DistInfo()
 
 

@@ -83,7 +83,9 @@ def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dic
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig | dict[str, Any] | None = None) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig | dict[str, Any] | None = None
+) -> torch.optim.AdamW:
     """AdamW with ``config.lr`` and ``config.weight_decay`` (not on norms, biases, position embeddings)."""
     config = TrainConfig.coerce(config)
     return torch.optim.AdamW(param_groups_weight_decay(model, config.weight_decay), lr=config.lr)
@@ -214,7 +216,11 @@ class HViTTrainer:
         self.optimizer = optimizer if optimizer is not None else build_optimizer(self.module, self.config)
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])  # the peak of the schedule
-        self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
+        self.criterion = (
+            criterion
+            if criterion is not None
+            else nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
+        )
         self.train_data, self.val_data = train_data, val_data
         self.callbacks = list(callbacks)
         self.amp = self.config.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -252,7 +258,10 @@ class HViTTrainer:
             # RNG, which would shift the model's dropout stream whenever a loader is (re)started.
             generator = torch.Generator().manual_seed(self.config.seed)
             self._train_loader = DataLoader(
-                _SeededSamples(self.train_data, self.config.seed), sampler=self._sampler, generator=generator, **self._loader_kwargs()
+                _SeededSamples(self.train_data, self.config.seed),
+                sampler=self._sampler,
+                generator=generator,
+                **self._loader_kwargs(),
             )
         self._sampler.set_epoch(epoch)
         self._sampler.start = start_batch * self.config.batch_size
@@ -354,10 +363,13 @@ class HViTTrainer:
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.config.grad_clip is not None:
-                norm = float(nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip))
-                if not math.isfinite(norm):  # identical on every rank: DDP has averaged the gradients
-                    self._fail("gradient norm", norm, lr)
+            # The global gradient norm, clipped when configured; always checked, because one NaN
+            # gradient would poison every weight at the optimiser step. (Identical on every rank:
+            # DDP has already averaged the gradients.)
+            max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+            grad_norm = float(nn.utils.clip_grad_norm_(self.module.parameters(), max_norm))
+            if not math.isfinite(grad_norm):
+                self._fail("gradient norm", grad_norm, lr)
             self.optimizer.step()
 
             batch = y.shape[0]
@@ -381,6 +393,7 @@ class HViTTrainer:
                     "loss": loss_value,
                     "accuracy": correct / batch,
                     "lr": lr,
+                    "grad_norm": grad_norm,
                     "images_per_sec": rate,
                     "eta_seconds": (total_steps - self.step) / steps_per_sec,
                 },
@@ -390,7 +403,9 @@ class HViTTrainer:
                 break
 
         seconds = time.perf_counter() - start
-        sums = torch.tensor([self._running["loss_sum"], self._running["correct"], self._running["seen"]], dtype=torch.float64)
+        sums = torch.tensor(
+            [self._running["loss_sum"], self._running["correct"], self._running["seen"]], dtype=torch.float64
+        )
         if self.dist.world_size > 1:
             sums = all_reduce_sum(sums.to(self.device)).cpu()
         logs = {
@@ -421,7 +436,11 @@ class HViTTrainer:
         if isinstance(data, DataLoader):
             loader = data
         else:
-            loader = DataLoader(data, sampler=_ShardSampler(len(data), self.dist), **{**self._loader_kwargs(), "persistent_workers": False})
+            loader = DataLoader(
+                data,
+                sampler=_ShardSampler(len(data), self.dist),
+                **{**self._loader_kwargs(), "persistent_workers": False},
+            )
         self.module.eval()
         cm: torch.Tensor | None = None
         loss_sum, top5 = 0.0, 0
@@ -441,7 +460,9 @@ class HViTTrainer:
         if self.dist.world_size > 1:
             # Confusion matrices add up over shards: the metrics are exactly those of the whole set.
             cm = all_reduce_sum(cm.to(self.device)).cpu()
-            extra = all_reduce_sum(torch.tensor([loss_sum, float(top5)], dtype=torch.float64, device=self.device)).cpu()
+            extra = all_reduce_sum(
+                torch.tensor([loss_sum, float(top5)], dtype=torch.float64, device=self.device)
+            ).cpu()
             loss_sum, top5 = float(extra[0]), int(extra[1])
         metrics = metrics_from_confusion(cm, top5)
         return {"loss": loss_sum / max(int(cm.sum()), 1), **metrics}
@@ -462,10 +483,17 @@ class HViTTrainer:
             while self.epoch < self.config.epochs:
                 train = self.train_epoch()
                 if train["stopped"]:
-                    self.status, self.message = "stopped", f"stopped by request at epoch {self.epoch + 1}, batch {self.batch_in_epoch}"
+                    self.status, self.message = (
+                        "stopped",
+                        f"stopped by request at epoch {self.epoch + 1}, batch {self.batch_in_epoch}",
+                    )
                     self._checkpoint_if_configured()
                     break
-                logs = {"epoch": float(self.epoch), "train_loss": train["loss"], "train_accuracy": train["accuracy"]}
+                logs = {
+                    "epoch": float(self.epoch),
+                    "train_loss": train["loss"],
+                    "train_accuracy": train["accuracy"],
+                }
                 if self.val_data is not None:
                     logs.update({f"val_{k}": v for k, v in self.validate().items()})
                 done = self.step - session_steps
@@ -494,8 +522,12 @@ class HViTTrainer:
         """One line per epoch, for logs."""
         line = f"epoch {int(logs['epoch'])}/{self.config.epochs}  train loss {logs['train_loss']:.4f} acc {logs['train_accuracy']:.4f}"
         if "val_accuracy" in logs:
-            line += f"  val loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f} f1 {logs['val_f1']:.4f}"
-        return line + f"  lr {logs['lr']:.2e}  {logs['images_per_sec']:.0f} img/s  {logs['epoch_seconds']:.1f} s"
+            line += (
+                f"  val loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f} f1 {logs['val_f1']:.4f}"
+            )
+        return (
+            line + f"  lr {logs['lr']:.2e}  {logs['images_per_sec']:.0f} img/s  {logs['epoch_seconds']:.1f} s"
+        )
 
     # --- checkpoints ------------------------------------------------------------------------------------
 
@@ -564,7 +596,11 @@ class HViTTrainer:
             self.module.preprocessing = Preprocessing.from_dict(ckpt.preprocessing)
         if ckpt.optimizer is not None:
             if ckpt.optimizer["class"] != type(self.optimizer).__name__:
-                logger.warning("checkpoint optimiser is %s, this trainer uses %s: optimiser state not restored", ckpt.optimizer["class"], type(self.optimizer).__name__)
+                logger.warning(
+                    "checkpoint optimiser is %s, this trainer uses %s: optimiser state not restored",
+                    ckpt.optimizer["class"],
+                    type(self.optimizer).__name__,
+                )
             else:
                 self.optimizer.load_state_dict(ckpt.optimizer["state_dict"])
         if ckpt.trainer is not None:
@@ -572,19 +608,46 @@ class HViTTrainer:
             self.epoch, self.step, self.batch_in_epoch = t["epoch"], t["step"], t["batch_in_epoch"]
             self._running = dict(t["running"])
             self.history = list(t["history"])
+            if self.train_data is not None and t.get("steps_per_epoch") not in (None, self.steps_per_epoch):
+                logger.warning(
+                    "checkpoint epochs had %s steps, this training data gives %d: the data or batch size "
+                    "changed, so the resumed run differs from the original",
+                    t["steps_per_epoch"],
+                    self.steps_per_epoch,
+                )
             if t.get("world_size", 1) != self.dist.world_size and self.batch_in_epoch:
-                logger.warning("checkpoint was written by %d processes, resuming with %d: the rest of this epoch differs", t["world_size"], self.dist.world_size)
+                logger.warning(
+                    "checkpoint was written by %d processes, resuming with %d: the rest of this epoch differs",
+                    t["world_size"],
+                    self.dist.world_size,
+                )
         if ckpt.train_config is not None:
-            changed = {k: (v, getattr(self.config, k)) for k, v in ckpt.train_config.items() if k not in ("workers", "checkpoint_path") and getattr(self.config, k, v) != v}
+            changed = {
+                k: (v, getattr(self.config, k))
+                for k, v in ckpt.train_config.items()
+                if k not in ("workers", "checkpoint_path") and getattr(self.config, k, v) != v
+            }
             if changed and self.dist.is_main:
-                logger.warning("resuming with settings that differ from the checkpoint's (stored, now): %s", changed)
+                logger.warning(
+                    "resuming with settings that differ from the checkpoint's (stored, now): %s", changed
+                )
         if ckpt.rng is not None:
             if len(ckpt.rng) == self.dist.world_size:
                 restore_rng_state(ckpt.rng[self.dist.rank])
             elif self.dist.is_main:
-                logger.warning("checkpoint holds RNG states of %d processes, not %d: not restored", len(ckpt.rng), self.dist.world_size)
+                logger.warning(
+                    "checkpoint holds RNG states of %d processes, not %d: not restored",
+                    len(ckpt.rng),
+                    self.dist.world_size,
+                )
         if self.dist.is_main:
-            logger.info("resumed from %s at epoch %d, batch %d (step %d)", path, self.epoch, self.batch_in_epoch, self.step)
+            logger.info(
+                "resumed from %s at epoch %d, batch %d (step %d)",
+                path,
+                self.epoch,
+                self.batch_in_epoch,
+                self.step,
+            )
         return ckpt
 
     def add_callbacks(self, callbacks: Iterable[Any]) -> None:
