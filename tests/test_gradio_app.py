@@ -322,14 +322,19 @@ def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp
 
 @pytest.fixture(scope="module")
 def server(samples, tmp_path_factory):
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples_cache"))
-    demo = ga.build_demo(models=[MODEL], examples=samples[:2])
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    """The demo on a free loopback port, its example cache in a temporary folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("examples_cache")))
+        demo = ga.build_demo(models=[MODEL], examples=samples[:2])
+        port = _free_port()
+        demo.launch(
+            server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+            max_file_size=core.MAX_UPLOAD_BYTES,
+        )  # fmt: skip
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
 
 
 def _client(url: str):
