@@ -131,7 +131,8 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray) -> Image.I
             img.load()
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise ImageInputError(
-                f"the file is not a readable image ({err}); upload a PNG, JPEG, BMP, GIF, WebP or TIFF file"
+                "the file is not a readable image (its content is not a known image format, or it is "
+                "truncated); upload a PNG, JPEG, BMP, GIF, WebP or TIFF file"
             ) from err
     if max(img.size) > MAX_IMAGE_SIDE or min(img.size) < 1:
         raise ImageInputError(
@@ -175,8 +176,8 @@ def sample_images() -> list[Path]:
         p
         for p in ASSETS.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES
-        and "mask" not in p.name.lower()
-        and "mask" not in str(p.parent.name).lower()
+        # ground-truth masks (e.g. shapes_samples/test_masks/<class>/x.png) are not examples
+        and not any("mask" in part.lower() for part in p.relative_to(ASSETS).parts)
     )
 
 
