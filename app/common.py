@@ -386,7 +386,7 @@ def show_errors_as_messages(err: Exception, what: str) -> None:
 
 @st.cache_data(max_entries=24, show_spinner=False)
 def attention_views(_model: hvit.HierarchialViT, model_key: str, _image: Image.Image, image_key: str) -> Any:
-    """`hvit.explain.attention_views` of one image (one forward pass with attention recorded)."""
+    """`hvit.explain.views` of one image (one forward pass with attention recorded)."""
     from hvit.explain import attention_views as views
 
     return views(_model, _image)

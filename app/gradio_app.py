@@ -53,11 +53,8 @@ from hvit.demo import (
 )
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
-
-# From the submodule: once it is imported, the package attribute `hvit.explain.attention_views` is the
-# module, not the function.
-from hvit.explain.attention_views import AttentionViews, attention_views
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
+from hvit.explain.views import AttentionViews, attention_views
 from hvit.interchange import PretrainedUnavailableError
 from hvit.model import HierarchialViT
 from hvit.train.checkpoint import CheckpointError

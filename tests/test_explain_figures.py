@@ -11,8 +11,8 @@ from PIL import Image
 import hvit
 from hvit.explain import figures
 from hvit.explain.ablation import HeadAblation
-from hvit.explain.attention_views import attention_views
 from hvit.explain.head_stats import head_statistics, summarize_by_stage
+from hvit.explain.views import attention_views
 
 
 @pytest.fixture(scope="module")

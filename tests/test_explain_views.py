@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import hvit
-from hvit.explain.attention_views import (
+from hvit.explain.geometry import grid_to_image, membership, paint_matrix, pixel_to_token, spread_matrix
+from hvit.explain.head_stats import head_statistics, head_statistics_from_maps
+from hvit.explain.views import (
     attention_views,
     key_footprint,
     keys_to_image,
     query_key_attention,
     received_key_attention,
 )
-from hvit.explain.geometry import grid_to_image, membership, paint_matrix, pixel_to_token, spread_matrix
-from hvit.explain.head_stats import head_statistics, head_statistics_from_maps
 from hvit.layers.attention import AttentionRecord, KeyReduction
 
 

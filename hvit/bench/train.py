@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_target:
         shipped = _shipped_args(Path(args.checkpoint))
+        torch.set_num_threads(shipped.threads or cores)  # as the shipped command ran
         print(
-            f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on {shipped.dataset}):"
+            f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on "
+            f"{shipped.dataset}, {torch.get_num_threads()} thread(s)):"
         )
         run = time_to_target(shipped, args.target, args.max_epochs)
         results["time_to_target"] = run

@@ -1,7 +1,7 @@
 """Explainability: attention extraction, attention views, Captum attributions and their checks.
 
 - `extract_attention` / `record_attention`: the raw probabilities of every layer (`extract`).
-- `attention_views`: one query's attention, the attention each key receives, key footprints (`attention_views`).
+- `attention_views`: one query's attention, the attention each key receives, key footprints (`views`).
 - `head_statistics`: mean attention distance and entropy per head (`head_stats`).
 - `attention_rollout`: rollout carried through the stages of the pyramid (`rollout`).
 - `attribute` / `compute_attribution`: Captum's methods as (H, W) maps (`attribution`).
@@ -23,8 +23,8 @@ from hvit.explain.extract import AttentionMaps, extract_attention, record_attent
 
 _LAZY: dict[str, str] = {
     "prepare_images": "hvit.explain._inputs",
-    "AttentionViews": "hvit.explain.attention_views",
-    "attention_views": "hvit.explain.attention_views",
+    "AttentionViews": "hvit.explain.views",
+    "attention_views": "hvit.explain.views",
     "HeadStat": "hvit.explain.head_stats",
     "head_statistics": "hvit.explain.head_stats",
     "AttentionRollout": "hvit.explain.rollout",

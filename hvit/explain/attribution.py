@@ -17,12 +17,12 @@ keeps memory bounded, and reduces every method's output to one value per pixel:
 The signed methods keep their sign because it means something: integrated gradients, input x gradient
 and GradientSHAP add up (over pixels and channels) to the change of the logit from the baseline
 (completeness), and occlusion says whether hiding a patch lowers or raises the logit. Maps are never
-normalised here: a near-zero map stays near zero. The baseline of the path methods and of occlusion is
-a black image by default (Sundararajan et al.'s choice; ``AttributionSettings.baseline``). Not the
+normalised here: a near-zero map stays near zero. The baseline of the path methods (integrated
+gradients, GradientSHAP) is a black image by default (Sundararajan et al.'s choice; ``AttributionSettings.baseline``). Not the
 all-zero *normalised* input: a patch embedding is a linear map followed by LayerNorm, and LayerNorm
 ignores scale, so with a zero conv bias ``f(a * x)`` is the same for every ``a > 0`` and jumps at
-``a = 0``. The integral then misses the jump and completeness fails (measured: a convergence delta the
-size of the logit difference itself). Occlusion replaces a patch by the mean colour (zero), which
+``a = 0``. The integral then misses the jump and completeness fails (measured on a freshly initialised
+``hvit_nano``: a convergence delta as large as the logit difference itself). Occlusion replaces a patch by the mean colour (zero), which
 involves no path and is unaffected.
 
 Every stage's output passes through ``stage.feature_map`` (an identity with the (B, C, h, w) map), the

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from hvit.explain._inputs import prepare_images
-from hvit.explain.attention_views import attention_views
 from hvit.explain.attribution import METHODS, AttributionSettings, compute_attribution
 from hvit.explain.faithfulness import (
     deletion_insertion,
@@ -34,6 +33,7 @@ from hvit.explain.faithfulness import (
     spearman,
 )
 from hvit.explain.rollout import attention_rollout
+from hvit.explain.views import attention_views
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from hvit.explain.attention_views import AttentionViews
+    from hvit.explain.views import AttentionViews
 
 SEQUENTIAL = "Inferno"
 DIVERGING = "RdBu_r"

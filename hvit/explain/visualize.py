@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from hvit.explain._inputs import ImageLike
-from hvit.explain.attention_views import attention_views
 from hvit.explain.head_stats import head_statistics_from_maps
 from hvit.explain.rollout import rollout_all_stages
+from hvit.explain.views import attention_views
 
 
 def _overlay(ax: Axes, image, heat: torch.Tensor, title: str, vmax: float | None = None) -> None:

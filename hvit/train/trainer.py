@@ -319,9 +319,11 @@ class HViTTrainer:
             if last and Path(last).exists()
             else "No checkpoint had been written yet."
         )
+        # Under DDP every process stops, but only one may have seen the bad value.
+        became = f"became {value}" if not math.isfinite(value) else "became non-finite in another process"
         self.status = "failed"
         self.message = (
-            f"Training stopped: the {what} became {value} at {where}; the weights were not updated with it. "
+            f"Training stopped: the {what} {became} at {where}; the weights were not updated with it. "
             f"{kept} Usual causes: a learning rate too high for this model (it was {lr:.2e}), no gradient "
             "clipping, or NaN/inf values in the input images."
         )
