@@ -56,6 +56,12 @@ _EXPORTS: dict[str, str] = {
     "attribute": "hvit.explain",
     "attention_rollout": "hvit.explain",
     "head_ablation": "hvit.explain",
+    "ablate_heads": "hvit.explain",
+    "attention_views": "hvit.explain",
+    "head_statistics": "hvit.explain",
+    "compute_attribution": "hvit.explain",
+    "AttributionSettings": "hvit.explain",
+    "evaluate_explanations": "hvit.explain",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -222,3 +222,10 @@ def test_pretrained_offline_fails_with_clear_message(monkeypatch):
         hvit.create_model("pvt_v2_b0", pretrained=True)
     with pytest.raises(hvit.PretrainedUnavailableError, match="no pretrained weights"):
         hvit.create_model("hvit_nano", pretrained=True)
+
+
+def test_every_public_name_resolves():
+    missing = [name for name in hvit.__all__ if getattr(hvit, name, None) is None]
+    assert not missing
+    with pytest.raises(AttributeError):
+        hvit.no_such_name  # noqa: B018
