@@ -24,10 +24,11 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def alternating_medians(
+def alternating_times(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median wall time of each function, calling them in turn (A B A B ...) so drift hits all alike."""
+) -> dict[str, list[float]]:
+    """Every timed run of each function, calling them in turn (A B A B ...) after ``warmup`` calls each,
+    so a burst of load from other processes hits all of them alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -37,4 +38,11 @@ def alternating_medians(
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def alternating_medians(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median of `alternating_times` for each function."""
+    return {name: statistics.median(ts) for name, ts in alternating_times(fns, repeats, warmup).items()}

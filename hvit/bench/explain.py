@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
+
+from hvit.bench import alternating_times
 
 TARGETS_S = {"pvt_v2_b0": {"attention extraction": 0.5, "Grad-CAM": 0.5, "IG (32 steps)": 3.0}}
 
@@ -32,24 +33,6 @@ def _load(name: str, size: int) -> tuple[torch.nn.Module, int, str]:
     from hvit.registry import create_model
 
     return create_model(name).eval(), size, f"{name} (random weights)"
-
-
-def alternating_times(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Every timed run of each function, calling them in turn (A B C A B C ...) after ``warmup`` calls
-    each, so a burst of load from other processes hits all of them alike. (`hvit.bench.alternating_medians`
-    keeps only the medians; here the fastest run is reported too, as the quiet-machine estimate.)"""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def bench_model(
