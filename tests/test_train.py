@@ -114,7 +114,17 @@ def test_training_learns_and_reports_through_callbacks(tmp_path):
     )
     trainer.fit()
     assert trainer.status == "completed" and trainer.step == 12 == len(history.batches)
-    batch_keys = {"epoch", "step", "batch", "loss", "accuracy", "lr", "grad_norm", "images_per_sec", "eta_seconds"}
+    batch_keys = {
+        "epoch",
+        "step",
+        "batch",
+        "loss",
+        "accuracy",
+        "lr",
+        "grad_norm",
+        "images_per_sec",
+        "eta_seconds",
+    }
     assert all(set(b) == batch_keys for b in history.batches)
     # The learning rate followed the schedule exactly, step by step.
     assert [b["lr"] for b in history.batches] == [3e-3 * warmup_cosine(s, 12, 3, 0.01) for s in range(12)]
