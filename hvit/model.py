@@ -126,7 +126,9 @@ class HierarchicalStage(nn.Module):
     def to_map(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, P + h*w, C) tokens -> (B, C, h, w) map of the grid tokens, through ``feature_map``."""
         x = x[:, self.num_prefix_tokens :]
-        x = x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
+        # A plain transpose would hand the next convolution a channels-last view; a contiguous NCHW
+        # copy is what the next stage's patch embedding convolves fastest on CPU.
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1]).contiguous()
         return self.feature_map(x)
 
     def forward(
