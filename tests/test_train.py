@@ -28,14 +28,7 @@ from hvit.train.trainer import _EpochSampler, _SeededSamples
 PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP threads that
-    # spin-wait for each other make every step ~20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shapes(n=40, train=True, seed=0):
