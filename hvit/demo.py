@@ -297,6 +297,30 @@ def _grid_lines(
     return xs, ys
 
 
+def _grid_square(fig: go.Figure, x: float, y: float, side: float, colour: str, fill: float) -> None:
+    """A filled, outlined square of ``side`` with its lower-left corner at (x, y)."""
+    fig.add_shape(
+        type="rect", x0=x, y0=y, x1=x + side, y1=y + side, line=dict(color=colour, width=2),
+        fillcolor=colour, opacity=fill, layer="below",
+    )  # fmt: skip
+
+
+def _grid_overlay(
+    fig: go.Figure, x: float, y: float, side: float, grid: tuple[int, int], colour: str, width: float,
+    opacity: float = 1.0,
+) -> None:  # fmt: skip
+    """The lines of a ``grid`` = (rows, columns) drawn over the square at (x, y)."""
+    import plotly.graph_objects as go
+
+    gx, gy = _grid_lines(x, y, side, grid[0], grid[1])
+    fig.add_trace(
+        go.Scatter(
+            x=gx, y=gy, mode="lines", line=dict(color=colour, width=width), opacity=opacity,
+            hoverinfo="skip", showlegend=False,
+        )
+    )  # fmt: skip
+
+
 def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
     """Plotly diagram of the token pyramid of a `ComplexityReport`.
 
@@ -318,28 +342,8 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
         side = max(0.35, side_tokens / biggest)  # squares shrink with the grid, but stay visible
         h, w = s.query_grid
         # query grid
-        fig.add_shape(
-            type="rect",
-            x0=x,
-            y0=y_top,
-            x1=x + side,
-            y1=y_top + side,
-            line=dict(color=colour, width=2),
-            fillcolor=colour,
-            opacity=0.12,
-            layer="below",
-        )
-        gx, gy = _grid_lines(x, y_top, side, h, w)
-        fig.add_trace(
-            go.Scatter(
-                x=gx,
-                y=gy,
-                mode="lines",
-                line=dict(color=colour, width=0.6),
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
+        _grid_square(fig, x, y_top, side, colour, fill=0.12)
+        _grid_overlay(fig, x, y_top, side, (h, w), colour, width=0.6)
         cls = f" + {s.prefix_tokens} class token" if s.prefix_tokens else ""
         fig.add_annotation(
             x=x + side / 2,
@@ -353,40 +357,9 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
         y = y_top - 0.2
         for g, (kh, kw) in enumerate(s.key_grids):
             y -= side
-            fig.add_shape(
-                type="rect",
-                x0=x,
-                y0=y,
-                x1=x + side,
-                y1=y + side,
-                line=dict(color=colour, width=2),
-                fillcolor=colour,
-                opacity=0.28,
-                layer="below",
-            )
-            qx, qy = _grid_lines(x, y, side, h, w)
-            fig.add_trace(
-                go.Scatter(
-                    x=qx,
-                    y=qy,
-                    mode="lines",
-                    line=dict(color=colour, width=0.3),
-                    opacity=0.35,
-                    hoverinfo="skip",
-                    showlegend=False,
-                )
-            )
-            kx, ky = _grid_lines(x, y, side, kh, kw)
-            fig.add_trace(
-                go.Scatter(
-                    x=kx,
-                    y=ky,
-                    mode="lines",
-                    line=dict(color=colour, width=2.2),
-                    hoverinfo="skip",
-                    showlegend=False,
-                )
-            )
+            _grid_square(fig, x, y, side, colour, fill=0.28)
+            _grid_overlay(fig, x, y, side, (h, w), colour, width=0.3, opacity=0.35)  # the query grid, faint
+            _grid_overlay(fig, x, y, side, (kh, kw), colour, width=2.2)  # the key grid it is reduced to
             group = f" (head group {g + 1})" if len(s.key_grids) > 1 else ""
             fig.add_annotation(
                 x=x + side / 2,
