@@ -98,6 +98,53 @@ def test_fused_equals_explicit_gradients():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li", "hvit_seed"])
+def test_inference_in_place_gelu_equals_autograd_path(name):
+    # Without autograd the MLP computes GELU in place; with it, out of place. Same numbers either way,
+    # and a forward hook on the layer feeding GELU still sees its own (pre-activation) output.
+    model = _eval_model(name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.enable_grad():
+        reference = model(x).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference, atol=0, rtol=0)
+    mlp = model.stages[0].blocks[0].mlp
+    layer = mlp.dwconv if mlp.dwconv is not None else mlp.fc1
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append((o, o.clone())))
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), reference, atol=0, rtol=0)
+    finally:
+        handle.remove()
+    kept, copy_at_hook_time = seen[0]
+    assert (copy_at_hook_time < 0).any(), "pre-activation values should include negatives"
+    torch.testing.assert_close(kept, copy_at_hook_time, atol=0, rtol=0)
+
+
+def _depthwise_weights_channels_last(model: torch.nn.Module) -> bool:
+    # A (C, 1, 3, 3) weight is contiguous either way; only the channel stride tells the layouts apart.
+    weights = [
+        m.dwconv.weight for m in model.modules() if isinstance(m, hvit.layers.Mlp) and m.dwconv is not None
+    ]
+    return bool(weights) and all(
+        w.is_contiguous(memory_format=torch.channels_last) and w.stride(1) == 1 for w in weights
+    )
+
+
+def test_depthwise_weights_stay_channels_last_through_loading(tmp_path):
+    # The Mlp stores its depth-wise conv weight channels-last (the layout its input already has); every
+    # way of loading weights must keep it, or inference silently slows down 3-5x at batch 1.
+    import timm
+
+    model = hvit.create_model("pvt_v2_b0")
+    assert _depthwise_weights_channels_last(model)
+    hvit.load_timm_state_dict(model, timm.create_model("pvt_v2_b0").state_dict())
+    assert _depthwise_weights_channels_last(model)
+    path = hvit.save_checkpoint(tmp_path / "nano.safetensors", hvit.create_model("hvit_nano"))
+    assert _depthwise_weights_channels_last(hvit.load_checkpoint(path))
+
+
 def test_multiscale_attention_groups_use_their_own_key_grids():
     attn = MultiScaleAttention(dim=16, num_heads=4, sr_ratio=(4, 2), qkv_bias=True)
     assert [r.sr_ratio for r in attn.reductions] == [4, 2]

@@ -27,16 +27,19 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 def alternating_times(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """Every timed run of each function, calling them in turn (A B A B ...) after ``warmup`` calls each,
-    so a burst of load from other processes hits all of them alike."""
+    """Every timed run of each function, calling them in turn after ``warmup`` calls each, so a burst of
+    load from other processes hits all of them alike. The order rotates every round (A B C, B C A,
+    C A B, ...) so that no function always runs right after the same neighbour (a neighbour that
+    leaves the caches or the allocator in a bad state would otherwise always penalise the same one)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return times
 
