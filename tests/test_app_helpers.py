@@ -55,7 +55,7 @@ def test_bad_zips_are_refused_in_words(tmp_path: Path, names: list[str], message
 def test_not_a_zip_and_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(demo.DatasetZipError, match="not a readable zip"):
         demo.extract_dataset_zip(b"plain text", tmp_path)
-    monkeypatch.setattr(demo, "MAX_UNZIPPED_BYTES", 10)
+    monkeypatch.setattr(demo.zip_upload, "MAX_UNZIPPED_BYTES", 10)
     with pytest.raises(demo.DatasetZipError, match="expands to"):
         demo.extract_dataset_zip(_zip(["train/a/1.png", "train/b/1.png"]), tmp_path)
 

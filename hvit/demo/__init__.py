@@ -1,0 +1,118 @@
+"""What both apps share and that is not UI, one module per part of the apps.
+
+The Streamlit pages and the Gradio demo are thin layers over these functions, so they behave the same
+and every rule (which model is the default, which images and zips are accepted) is written once:
+
+- `hvit.demo.inputs`: the model choices and the shipped model, checked image input, prediction, and
+  sample images with a known answer.
+- `hvit.demo.architecture`: the architecture explorer's figures (attention cost, the token pyramid).
+- `hvit.demo.zip_upload`: a user's data set uploaded as a zip, checked and unpacked safely.
+- `hvit.demo.live_training`: a trainer in a background thread, its curves and confusion matrix.
+- `hvit.demo.inspection`: attention and attribution views, scores against a mask, sanity checks.
+
+Everything public is also importable from ``hvit.demo`` itself.
+"""
+
+from __future__ import annotations
+
+from hvit.demo.architecture import (
+    ATTENTION_KINDS,
+    attention_cost,
+    attention_cost_figure,
+    patch_grid_figure,
+    pyramid_figure,
+)
+from hvit.demo.inputs import (
+    ASSETS,
+    IMAGE_SUFFIXES,
+    IMAGENET,
+    MAX_IMAGE_SIDE,
+    MAX_UPLOAD_BYTES,
+    REPO_ROOT,
+    SHIPPED,
+    SHIPPED_MODEL_GLOB,
+    ImageInputError,
+    Prediction,
+    enlarge,
+    load_image,
+    load_model_choice,
+    load_shipped_model,
+    model_choices,
+    predict,
+    preprocess,
+    sample_images,
+    sample_label,
+    sample_mask,
+    shapes_example,
+    shipped_checkpoint,
+)
+from hvit.demo.inspection import (
+    key_grid_figure,
+    map_scores,
+    mask_at,
+    prediction_figure,
+    query_figure,
+    randomisation_check,
+)
+from hvit.demo.live_training import (
+    TRAINING_PRESETS,
+    LiveTraining,
+    TrainingRequest,
+    confusion_figure,
+    training_curves_figure,
+)
+from hvit.demo.zip_upload import (
+    MAX_UNZIPPED_BYTES,
+    MAX_ZIP_BYTES,
+    MAX_ZIP_FILES,
+    DatasetZipError,
+    extract_dataset_zip,
+    folder_classes,
+)
+
+__all__ = [
+    "ASSETS",
+    "ATTENTION_KINDS",
+    "DatasetZipError",
+    "IMAGENET",
+    "IMAGE_SUFFIXES",
+    "ImageInputError",
+    "LiveTraining",
+    "MAX_IMAGE_SIDE",
+    "MAX_UNZIPPED_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "MAX_ZIP_BYTES",
+    "MAX_ZIP_FILES",
+    "Prediction",
+    "REPO_ROOT",
+    "SHIPPED",
+    "SHIPPED_MODEL_GLOB",
+    "TRAINING_PRESETS",
+    "TrainingRequest",
+    "attention_cost",
+    "attention_cost_figure",
+    "confusion_figure",
+    "enlarge",
+    "extract_dataset_zip",
+    "folder_classes",
+    "key_grid_figure",
+    "load_image",
+    "load_model_choice",
+    "load_shipped_model",
+    "map_scores",
+    "mask_at",
+    "model_choices",
+    "patch_grid_figure",
+    "predict",
+    "prediction_figure",
+    "preprocess",
+    "pyramid_figure",
+    "query_figure",
+    "randomisation_check",
+    "sample_images",
+    "sample_label",
+    "sample_mask",
+    "shapes_example",
+    "shipped_checkpoint",
+    "training_curves_figure",
+]

@@ -1,0 +1,391 @@
+"""Live training: a trainer in a background thread, and everything a page needs to draw it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from hvit.model import HierarchialViT
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+
+TRAINING_PRESETS = ("hvit_nano", "hvit_micro", "hvit_nano_ms")
+
+
+@dataclass
+class TrainingRequest:
+    """What the user asked to train.
+
+    Attributes:
+        dataset: "shapes", "mnist", "fashion-mnist", "cifar10", or a folder in the `HViTDataset` layout.
+        preset: a registry name (the model is built with the data set's number of classes).
+        epochs, batch_size, lr: as in `hvit.train.TrainConfig`.
+        train_images: images per epoch (a fixed subset of large sets; the size of generated shapes).
+        val_images: validation images.
+        augment: "none", "light" or "strong".
+        seed: seeds the model, the data order and the shapes.
+    """
+
+    dataset: str = "shapes"
+    preset: str = "hvit_nano"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    train_images: int = 1200
+    val_images: int = 300
+    augment: str = "light"
+    seed: int = 0
+
+
+class LiveTraining:
+    """One training run in a background thread, reporting through `HViTTrainer` callbacks.
+
+    The thread never touches the UI: it fills ``batches``, ``epochs`` and ``snapshots``, which a page
+    reads and draws (a Streamlit fragment every second, for example). `stop` asks the trainer to stop
+    after the current batch. Every run owns its model and data, so two runs (two browser sessions) never
+    share state.
+
+    Attributes:
+        request: the `TrainingRequest`.
+        phase: "ready", "preparing", "running", "completed", "stopped" or "failed".
+        message: what happened, in words (why it failed, where it stopped).
+        model: the model being trained (ready to use once the run has ended).
+        class_names: the data set's classes.
+        batches: per-batch logs (loss, accuracy, images_per_sec, eta_seconds, epoch, step, ...).
+        epochs: per-epoch logs (train and validation loss and accuracy, ...).
+        snapshots: ``(epoch, rollout map (S, S), predicted class, probability)`` of the fixed image
+            before training and after every epoch.
+        snapshot_image: (S, S, 3) float image in [0, 1] the snapshots are of.
+        results: after the run: ``confusion`` (C, C) array and ``samples`` (images, labels, predictions,
+            probabilities) of the validation set.
+    """
+
+    def __init__(self, request: TrainingRequest) -> None:
+        import threading
+
+        self.request = request
+        self.phase = "ready"
+        self.message = ""
+        self.model: HierarchialViT | None = None
+        self.trainer = None
+        self.class_names: list[str] = []
+        self.batches: list[dict[str, float]] = []
+        self.epochs: list[dict[str, float]] = []
+        self.snapshots: list[tuple[int, np.ndarray, str, float]] = []
+        self.snapshot_image: np.ndarray | None = None
+        self.results: dict | None = None
+        self.total_steps = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._snapshot_input: torch.Tensor | None = None
+        self._val = None
+
+    # --- control ----------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.phase in ("preparing", "running")
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("completed", "stopped", "failed")
+
+    def start(self) -> None:
+        """Start training in a daemon thread (returns at once)."""
+        import threading
+
+        self.phase = "preparing"
+        self._thread = threading.Thread(target=self._run, name="hvit-live-training", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch (thread-safe)."""
+        self._stop.set()
+        if self.trainer is not None:
+            self.trainer.request_stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread (tests and scripts)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def progress(self) -> dict[str, float]:
+        """``fraction`` done, ``images_per_sec``, ``eta_seconds``, ``epoch`` (fractional), ``step``."""
+        with self._lock:
+            last = dict(self.batches[-1]) if self.batches else {}
+        step = last.get("step", 0)
+        return {
+            "fraction": min(1.0, step / self.total_steps) if self.total_steps else 0.0,
+            "images_per_sec": last.get("images_per_sec", 0.0),
+            "eta_seconds": last.get("eta_seconds", float("nan")),
+            "epoch": last.get("epoch", 0.0),
+            "step": step,
+        }
+
+    def logs(self) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        """Copies of the batch and epoch logs, safe to read while the thread appends."""
+        with self._lock:
+            return list(self.batches), list(self.epochs)
+
+    # --- the thread ----------------------------------------------------------------------------------------
+
+    def _prepare(self) -> tuple:
+        from torch.utils.data import Subset
+
+        from hvit.data import dataset_stats, load_dataset
+        from hvit.preprocessing import Preprocessing
+        from hvit.registry import create_model, model_config
+
+        r = self.request
+        img_size = model_config(r.preset).img_size
+        kind = r.dataset
+        mean, std = dataset_stats(kind, img_size=img_size)
+        if kind == "shapes":
+            probe = load_dataset("shapes", "val", num_samples=0)
+        elif Path(kind).is_dir():
+            probe = load_dataset(kind, "train")
+        else:
+            probe = load_dataset(kind, "train")  # downloads when online; a clear RuntimeError when not
+        classes = list(probe.classes)
+        preprocessing = Preprocessing(img_size=img_size, mean=mean, std=std, class_names=classes)
+        torch.manual_seed(r.seed)
+        model = create_model(r.preset, num_classes=len(classes))
+        model.preprocessing = preprocessing
+        if kind == "shapes":
+            train = load_dataset(
+                "shapes", "train", preprocessing, augment=r.augment, num_samples=r.train_images, seed=r.seed
+            )
+            val = load_dataset("shapes", "val", preprocessing, num_samples=r.val_images, seed=r.seed)
+        else:
+            train = load_dataset(kind, "train", preprocessing, augment=r.augment)
+            has_val = not Path(kind).is_dir() or (Path(kind) / "val").is_dir()
+            if has_val:
+                val = load_dataset(kind, "val", preprocessing)
+                val_idx = range(min(r.val_images, len(val)))
+            else:  # a folder with only train/: hold out a fixed, spread-out part of it
+                val = load_dataset(kind, "train", preprocessing, augment="none")
+                g = torch.Generator().manual_seed(r.seed)
+                order = torch.randperm(len(val), generator=g).tolist()
+                n_val = min(r.val_images, max(1, len(order) // 5))
+                val_idx, train_idx = order[:n_val], order[n_val:]
+                train = Subset(train, train_idx)
+            val = Subset(val, list(val_idx))
+            if len(train) > r.train_images:
+                g = torch.Generator().manual_seed(r.seed)
+                train = Subset(train, torch.randperm(len(train), generator=g)[: r.train_images].tolist())
+        return model, classes, train, val
+
+    def _run(self) -> None:
+        from hvit.train import HViTTrainer, TrainConfig
+
+        try:
+            model, classes, train, val = self._prepare()
+            self.model, self.class_names, self._val = model, classes, val
+            first = val[0]
+            self._snapshot_input = first[0].unsqueeze(0)
+            self.snapshot_image = _denormalise(model, self._snapshot_input)[0]
+            self._snapshot(0)
+            if self._stop.is_set():
+                self.phase, self.message = "stopped", "stopped before the first batch"
+                return
+            r = self.request
+            config = TrainConfig(
+                epochs=r.epochs,
+                batch_size=r.batch_size,
+                lr=r.lr,
+                warmup_epochs=min(1.0, r.epochs / 5),
+                seed=r.seed,
+                amp=False,
+            )
+            self.trainer = HViTTrainer(model, config=config, train_data=train, val_data=val, callbacks=[self])
+            self.total_steps = self.trainer.total_steps
+            if self._stop.is_set():
+                self.trainer.request_stop()
+            self.phase = "running"
+            self.trainer.fit()
+            model.eval()
+            if self.epochs or self.batches:
+                self.results = self._evaluate()  # before the phase changes: a UI that sees the end sees these
+            self.phase, self.message = self.trainer.status, self.trainer.message
+        except Exception as err:  # shown to the user as the reason the run failed
+            self.phase, self.message = "failed", f"{type(err).__name__}: {err}" if not str(err) else str(err)
+            if self.model is not None:
+                self.model.eval()
+
+    # trainer callbacks (called in the training thread)
+    def on_batch_end(self, trainer: object, logs: dict[str, float]) -> None:
+        with self._lock:
+            self.batches.append(dict(logs))
+
+    def on_epoch_end(self, trainer: object, logs: dict[str, float]) -> None:
+        with self._lock:
+            self.epochs.append(dict(logs))
+        self._snapshot(int(logs["epoch"]))
+
+    def _snapshot(self, epoch: int) -> None:
+        from hvit.explain.rollout import attention_rollout
+
+        rollout = attention_rollout(self.model, self._snapshot_input)
+        with torch.no_grad():
+            was = self.model.training
+            probs = self.model.eval()(self._snapshot_input).softmax(-1)[0]
+            self.model.train(was)
+        k = int(probs.argmax())
+        with self._lock:
+            self.snapshots.append(
+                (epoch, rollout.to_image()[0].numpy(), self.class_names[k], float(probs[k]))
+            )
+
+    @torch.no_grad()
+    def _evaluate(self, n_samples: int = 12) -> dict:
+        from torch.utils.data import DataLoader
+
+        from hvit.metrics import confusion_matrix
+
+        logits, labels, images = [], [], []
+        for x, y in DataLoader(self._val, batch_size=128):
+            logits.append(self.model(x))
+            labels.append(y)
+            if sum(len(i) for i in images) < n_samples:
+                images.append(_denormalise(self.model, x[:n_samples]))
+        out, target = torch.cat(logits), torch.cat(labels)
+        probs = out.softmax(-1)
+        cm = confusion_matrix(out, target, num_classes=len(self.class_names))
+        return {
+            "confusion": cm.numpy(),
+            "accuracy": float((probs.argmax(-1) == target).float().mean()),
+            "samples": {
+                "images": np.concatenate(images)[:n_samples],
+                "labels": target[:n_samples].tolist(),
+                "predictions": probs.argmax(-1)[:n_samples].tolist(),
+                "probabilities": probs.max(-1).values[:n_samples].tolist(),
+            },
+        }
+
+    def checkpoint_bytes(self) -> bytes:
+        """The trained model as a checkpoint file (safetensors) for download, reloadable anywhere."""
+        import tempfile
+
+        from hvit.train import save_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_checkpoint(Path(tmp) / "model.safetensors", self.model)
+            return path.read_bytes()
+
+
+def _denormalise(model: HierarchialViT, x: torch.Tensor) -> np.ndarray:
+    """(B, C, S, S) normalised input -> (B, S, S, 3) float images in [0, 1] for display."""
+    mean = torch.tensor(model.preprocessing.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.preprocessing.std).view(1, -1, 1, 1)
+    rgb = (x * std + mean).clamp(0, 1)
+    if rgb.shape[1] == 1:
+        rgb = rgb.expand(-1, 3, -1, -1)
+    return rgb.permute(0, 2, 3, 1).numpy()
+
+
+def training_curves_figure(batches: Sequence[dict], epochs: Sequence[dict]) -> go.Figure:
+    """Loss and accuracy against epochs: every batch (thin) and every epoch's validation (markers).
+
+    Args:
+        batches: per-batch logs with ``epoch`` (fractional), ``loss`` and ``accuracy``.
+        epochs: per-epoch logs with ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``,
+            ``val_accuracy``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Loss", "Accuracy"], horizontal_spacing=0.08)
+    x = [b["epoch"] for b in batches]
+    for col, key, colour in ((1, "loss", "#3b5bdb"), (2, "accuracy", "#3b5bdb")):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[b[key] for b in batches],
+                mode="lines" if len(batches) > 1 else "markers",
+                name="training (each batch)",
+                line=dict(color=colour, width=1.2),
+                opacity=0.55,
+                legendgroup="train",
+                showlegend=col == 1,
+                hovertemplate=f"epoch %{{x:.2f}}: {key} %{{y:.3f}}<extra>batch</extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        ex = [e["epoch"] for e in epochs]
+        fig.add_trace(
+            go.Scatter(
+                x=ex,
+                y=[e[f"train_{key}"] for e in epochs],
+                mode="lines+markers",
+                name="training (epoch mean)",
+                line=dict(color="#1c3faa", width=2.5),
+                legendgroup="train_epoch",
+                showlegend=col == 1,
+                hovertemplate=f"epoch %{{x}}: {key} %{{y:.3f}}<extra>training</extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        if epochs and f"val_{key}" in epochs[0]:
+            fig.add_trace(
+                go.Scatter(
+                    x=ex,
+                    y=[e[f"val_{key}"] for e in epochs],
+                    mode="lines+markers",
+                    name="validation",
+                    line=dict(color="#e8590c", width=2.5),
+                    marker=dict(size=8),
+                    legendgroup="val",
+                    showlegend=col == 1,
+                    hovertemplate=f"epoch %{{x}}: {key} %{{y:.3f}}<extra>validation</extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    fig.update_layout(
+        height=330,
+        margin=dict(l=10, r=10, t=40, b=10),
+        template="plotly_white",
+        legend=dict(orientation="h", yanchor="bottom", y=-0.38, x=0),
+        uirevision="training",  # keep zoom while the figure is redrawn every second
+    )
+    return fig
+
+
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """Confusion matrix heat map: rows are true classes, columns predicted ones, cells show counts."""
+    import plotly.graph_objects as go
+
+    cm = np.asarray(cm)
+    row_share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = list(class_names)
+    fig = go.Figure(
+        go.Heatmap(
+            z=row_share,
+            x=names,
+            y=names,
+            text=cm,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="share of row", tickformat=".0%"),
+            hovertemplate="true %{y}, predicted %{x}: %{text} images (%{z:.0%})<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title_text="true class")
+    fig.update_xaxes(title_text="predicted class", side="bottom")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), template="plotly_white")
+    return fig
