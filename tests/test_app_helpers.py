@@ -101,3 +101,36 @@ def test_live_training_runs_in_the_background_and_saves(tmp_path: Path) -> None:
     path = tmp_path / "trained.safetensors"
     path.write_bytes(run.checkpoint_bytes())
     assert load_checkpoint(path).preprocessing.class_names == run.class_names
+
+
+def test_training_curves_figure_draws_batches_epoch_means_and_validation():
+    batches = [{"epoch": i / 4, "loss": 2.0 - i / 10, "accuracy": i / 10} for i in range(1, 9)]
+    epochs = [
+        {
+            "epoch": e,
+            "train_loss": 1.5 / e,
+            "train_accuracy": 0.4 * e,
+            "val_loss": 1.6 / e,
+            "val_accuracy": 0.35 * e,
+        }
+        for e in (1, 2)
+    ]
+    fig = demo.training_curves_figure(batches, epochs)
+    by_name = {}
+    for trace in fig.data:
+        by_name.setdefault(trace.name, []).append(trace)
+    assert {k: len(v) for k, v in by_name.items()} == {
+        "training (each batch)": 2,
+        "training (epoch mean)": 2,
+        "validation": 2,
+    }
+    loss_val, acc_val = by_name["validation"]
+    assert list(loss_val.y) == [1.6, 0.8] and list(acc_val.y) == [0.35, 0.7] and list(acc_val.x) == [1, 2]
+    assert list(by_name["training (each batch)"][1].y) == [b["accuracy"] for b in batches]
+    # A run without validation (or before its first epoch ends) draws what it has, nothing invented.
+    no_val = [{k: v for k, v in e.items() if not k.startswith("val_")} for e in epochs]
+    assert {t.name for t in demo.training_curves_figure(batches, no_val).data} == {
+        "training (each batch)",
+        "training (epoch mean)",
+    }
+    assert {t.name for t in demo.training_curves_figure(batches, []).data} == {"training (each batch)"}

@@ -320,33 +320,25 @@ def training_curves_figure(batches: Sequence[dict], epochs: Sequence[dict]) -> g
             row=1,
             col=col,
         )
+        # Epoch means of training, and validation when the run has it: same look, different colour.
         ex = [e["epoch"] for e in epochs]
-        fig.add_trace(
-            go.Scatter(
-                x=ex,
-                y=[e[f"train_{key}"] for e in epochs],
-                mode="lines+markers",
-                name="training (epoch mean)",
-                line=dict(color="#1c3faa", width=2.5),
-                legendgroup="train_epoch",
-                showlegend=col == 1,
-                hovertemplate=f"epoch %{{x}}: {key} %{{y:.3f}}<extra>training</extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        if epochs and f"val_{key}" in epochs[0]:
+        for split, name, colour in (
+            ("train", "training (epoch mean)", "#1c3faa"),
+            ("val", "validation", "#e8590c"),
+        ):
+            if not epochs or f"{split}_{key}" not in epochs[0]:
+                continue
             fig.add_trace(
                 go.Scatter(
                     x=ex,
-                    y=[e[f"val_{key}"] for e in epochs],
+                    y=[e[f"{split}_{key}"] for e in epochs],
                     mode="lines+markers",
-                    name="validation",
-                    line=dict(color="#e8590c", width=2.5),
-                    marker=dict(size=8),
-                    legendgroup="val",
+                    name=name,
+                    line=dict(color=colour, width=2.5),
+                    marker=dict(size=8 if split == "val" else 6),
+                    legendgroup=f"{split}_epoch",
                     showlegend=col == 1,
-                    hovertemplate=f"epoch %{{x}}: {key} %{{y:.3f}}<extra>validation</extra>",
+                    hovertemplate=f"epoch %{{x}}: {key} %{{y:.3f}}<extra>{name.split(' ')[0]}</extra>",
                 ),
                 row=1,
                 col=col,
