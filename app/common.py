@@ -372,6 +372,25 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
     return PickedImage(image, None, upload.name, f"upload:{_image_key(image)}")
 
 
+def head_selectbox(
+    n_heads: int, key: str, container: Any = st, mean_label: str = "mean of all heads"
+) -> int | None:
+    """A head picker: "mean of all heads" (returns None) or one head (returns its index).
+
+    A head chosen for a stage with more heads is reset to the mean first, so switching to a stage with
+    fewer heads never leaves the widget holding an index that no longer exists.
+    """
+    if st.session_state.get(key, -1) >= n_heads:
+        st.session_state[key] = -1
+    head = container.selectbox(
+        "Head",
+        [-1, *range(n_heads)],
+        format_func=lambda h: mean_label if h < 0 else f"head {h + 1}",
+        key=key,
+    )
+    return None if head < 0 else head
+
+
 def show_errors_as_messages(err: Exception, what: str) -> None:
     """One consistent message for a failure the user can act on."""
     st.error(f"{what}: {err}", icon=":material/error:")

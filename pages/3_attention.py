@@ -63,15 +63,7 @@ with controls:
         st.session_state["att_block"] = n_blocks - 1
     block = c[1].selectbox("Block", range(n_blocks), format_func=lambda b: f"block {b + 1}", key="att_block")
     n_heads = views.num_heads(stage)
-    if st.session_state.get("att_head", -1) >= n_heads:
-        st.session_state["att_head"] = -1
-    head = st.selectbox(
-        "Head",
-        [-1, *range(n_heads)],
-        format_func=lambda h: "mean of all heads" if h < 0 else f"head {h + 1}",
-        key="att_head",
-    )
-    head = None if head < 0 else head  # None: the mean over the heads
+    head = common.head_selectbox(n_heads, key="att_head")  # None: the mean over the heads
     st.session_state.setdefault("att_qy", size // 2)
     st.session_state.setdefault("att_qx", size // 2)
     qy = st.slider("Query row (pixels from the top)", 0, size - 1, key="att_qy")

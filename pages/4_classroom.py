@@ -153,16 +153,9 @@ def stage_and_query(
             )
         head = None
         if show_head:
-            heads = views.num_heads(stage)
-            if st.session_state.get("cls_head", -1) >= heads:
-                st.session_state["cls_head"] = -1
-            head = st.selectbox(
-                "Head",
-                [-1, *range(heads)],
-                format_func=lambda h: "mean of the heads" if h < 0 else f"head {h + 1}",
-                key="cls_head",
+            head = common.head_selectbox(
+                views.num_heads(stage), key="cls_head", mean_label="mean of the heads"
             )
-            head = None if head < 0 else head
         if not show_query:
             return (
                 stage,

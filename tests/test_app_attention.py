@@ -69,3 +69,13 @@ def test_multi_scale_model_and_other_methods() -> None:
     assert not at.exception and not at.error
     at.multiselect(key="att_methods").set_value(["occlusion", "smoothgrad"]).run()
     assert not at.exception and not at.error
+
+
+def test_a_head_that_the_new_stage_lacks_falls_back_to_the_mean() -> None:
+    at = _page()
+    at.selectbox(key="att_stage").set_value(3).run()  # the shipped model's stage 4 has 8 heads
+    at.selectbox(key="att_head").set_value(5).run()
+    at.selectbox(key="att_stage").set_value(0).run()  # stage 1 has one
+    assert not at.exception and not at.error
+    assert at.selectbox(key="att_head").value == -1
+    assert at.selectbox(key="att_head").options == ["mean of all heads", "head 1"]
