@@ -151,7 +151,12 @@ def model_complexity(
             )
         h, w = token_grid(h_in, stride), token_grid(w_in, stride)
         kernel = 2 * stride - 1 if cfg.overlap_patch_embed else stride
-        embed_macs = h * w * kernel * kernel * c_in * c
+        embed_macs = 0
+        if i == 0 and cfg.stem_channels:
+            # The stem's 3x3 convolution runs at full image resolution, before the patch stride.
+            embed_macs += h_in * w_in * 9 * c_in * cfg.stem_channels
+            c_in = cfg.stem_channels
+        embed_macs += h * w * kernel * kernel * c_in * c
         n, p = h * w, stage.num_prefix_tokens
         if (h, w) == (1, 1):
             notes.append(

@@ -46,6 +46,8 @@ class HViTConfig:
         drop_path_rate: stochastic depth, rising linearly to this value over all blocks.
         overlap_patch_embed: PVT v2's overlapping patch embedding (kernel 2*stride-1) instead of
             PVT v1's non-overlapping one (kernel = stride).
+        stem_channels: width of a convolutional stem (3x3 conv, GroupNorm, ReLU at full resolution) before
+            the stage-1 patch embedding; 0 (the default, as in PVT) for none.
         pos_embed: learn a position embedding per stage (PVT v1); PVT v2 relies on its convolutions.
         cls_token: prepend a class token in the last stage and classify from it (PVT v1);
             otherwise classify from the average of the last feature map.
@@ -71,6 +73,7 @@ class HViTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     overlap_patch_embed: bool = False
+    stem_channels: int = 0
     pos_embed: bool = True
     cls_token: bool = True
     mlp_dwconv: bool = False
@@ -126,6 +129,7 @@ class HViTConfig:
         for name in ("img_size", "patch_size", "in_chans", "pool_size", "downsample_stride"):
             positive_int(name, getattr(self, name))
         positive_int("num_classes", self.num_classes, minimum=0)
+        positive_int("stem_channels", self.stem_channels, minimum=0)
 
         per_stage = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
         for name in per_stage:

@@ -198,7 +198,7 @@ class HierarchialViT(nn.Module):
         self.preprocessing = preprocessing or Preprocessing(img_size=cfg.img_size)
 
         self.patch_embed = PatchEmbed(
-            cfg.in_chans, cfg.embed_dims[0], cfg.patch_size, cfg.overlap_patch_embed
+            cfg.in_chans, cfg.embed_dims[0], cfg.patch_size, cfg.overlap_patch_embed, cfg.stem_channels
         )
         # Stochastic depth grows linearly with depth over the whole network (as in PVT and timm).
         total = sum(cfg.depths)

@@ -126,6 +126,7 @@ placeholders = {("img_size", None): top[1].empty(), ("patch_size", None): top[2]
 base = _preset_config(st.session_state["arch_preset"])
 family = "PVT v2 blocks" if base.overlap_patch_embed else "PVT v1 blocks"
 extras = [
+    *([f"a {base.stem_channels}-channel convolutional stem"] if base.stem_channels else []),
     "overlapping patch embedding" if base.overlap_patch_embed else "non-overlapping patches",
     "position embeddings" if base.pos_embed else "no position embedding",
     "class token in the last stage" if base.cls_token else "average pooling",

@@ -93,7 +93,9 @@ with st.container(border=True):
         demo.TRAINING_PRESETS,
         key="train_preset",
         disabled=busy,
-        help="Classroom models: small enough to train in a minute or two on a laptop CPU.",
+        help="Classroom models, small enough to train in a minute or two on a laptop CPU. hvit_nano_stem "
+        "is hvit_nano after a small convolutional stem: train both on the same data to see how much faster "
+        "a transformer learns when its tokens start from edges instead of raw pixels.",
     )
     c[2].number_input("Epochs", 1, 50, 3, key="train_epochs", disabled=busy)
     c[3].select_slider("Batch size", [16, 32, 64, 128], 64, key="train_batch", disabled=busy)

@@ -200,6 +200,13 @@ if step == 1:
                 f"This model is a PVT v2: its patches overlap (kernel {2 * stride - 1}, stride {stride}), so "
                 "neighbouring tokens share a few pixels. The grid shows the stride."
             )
+        if cfg.stem_channels:
+            st.caption(
+                f"Before cutting patches, this model runs a small **convolutional stem** over the whole image "
+                f"({cfg.stem_channels} learned 3x3 filters, then GroupNorm and ReLU), so each token is computed "
+                "from edge and colour features of its patch rather than from raw pixels. A tiny transformer "
+                "learns several times faster this way (Xiao et al., 2021)."
+            )
         st.caption("Ask the class: what happens to the number of tokens if the image is twice as wide?")
     with figure:
         st.plotly_chart(demo.patch_grid_figure(image, grid, stride, height=420), key="cls_patches", **CHART)

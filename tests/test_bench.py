@@ -18,3 +18,31 @@ def test_alternating_times_rotates_the_order_and_times_every_run():
 def test_alternating_medians_returns_one_median_per_candidate():
     medians = alternating_medians({"x": lambda: None, "y": lambda: sum(range(1000))}, repeats=5)
     assert set(medians) == {"x", "y"} and all(m >= 0 for m in medians.values())
+
+
+def test_time_to_target_stops_at_the_first_epoch_that_reaches_it():
+    # The training benchmark times the shipped command line until validation accuracy first reaches
+    # the target. A target of 0 is reached after epoch 1, so a 3-epoch run must stop there; an
+    # unreachable one runs every epoch and says so.
+    import torch
+
+    from hvit.bench.train import time_to_target
+    from hvit.train.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--model", "hvit_nano_stem", "--img-size", "16", "--train-size", "48", "--val-size", "24",
+         "--epochs", "3", "--batch-size", "16", "--no-progress"]
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reached = time_to_target(args, target=0.0, max_epochs=None)
+        missed = time_to_target(args, target=1.01, max_epochs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert reached["reached"] and reached["target_epoch"] == 1 and len(reached["curve"]) == 1
+    assert reached["target_seconds"] > 0 and reached["curve"][0]["seconds"] == round(
+        reached["target_seconds"], 2
+    )
+    assert not missed["reached"] and len(missed["curve"]) == 2 and "target_seconds" not in missed
+    assert args.epochs == 3  # the caller's namespace is not modified

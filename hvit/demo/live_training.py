@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
-TRAINING_PRESETS = ("hvit_nano", "hvit_micro", "hvit_nano_ms")
+# The first is the default: with its convolutional stem it learns ~3x faster than hvit_nano, which is
+# kept next to it so a class can see the difference.
+TRAINING_PRESETS = ("hvit_nano_stem", "hvit_nano", "hvit_micro", "hvit_nano_ms")
 
 
 @dataclass
@@ -34,7 +36,7 @@ class TrainingRequest:
     """
 
     dataset: str = "shapes"
-    preset: str = "hvit_nano"
+    preset: str = TRAINING_PRESETS[0]
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hvit.layers.dwconv import DepthwiseConv2d
+
 
 class Mlp(nn.Module):
     """fc1 -> [ReLU] -> [3x3 depth-wise conv] -> GELU -> fc2, on (B, P + H*W, C) tokens.
@@ -34,7 +36,7 @@ class Mlp(nn.Module):
             # lies, where a contiguous weight makes it copy the whole hidden map to NCHW first and hand
             # back a layout fc2 must copy again (3-5x slower at batch 1 on CPU). The values and the
             # state dict are unchanged; `load_state_dict` copies into this layout.
-            self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+            self.dwconv = DepthwiseConv2d(hidden_dim)  # an nn.Conv2d, faster to train on tiny grids
             self.dwconv.to(memory_format=torch.channels_last)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)

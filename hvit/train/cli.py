@@ -2,10 +2,10 @@
 
 Examples::
 
-    python -m hvit.train --model hvit_nano --dataset shapes --epochs 10
-    python -m hvit.train --model hvit_nano --dataset ./my_images        # root/<split>/<class>/<image>
-    python -m hvit.train --resume runs/hvit_nano-shapes.safetensors     # continue an interrupted run
-    torchrun --nproc_per_node=2 -m hvit.train --model hvit_nano --dataset shapes
+    python -m hvit.train --model hvit_nano_stem --dataset shapes --epochs 10
+    python -m hvit.train --model hvit_nano_stem --dataset ./my_images     # root/<split>/<class>/<image>
+    python -m hvit.train --resume runs/hvit_nano_stem-shapes.safetensors  # continue an interrupted run
+    torchrun --nproc_per_node=2 -m hvit.train --model hvit_nano_stem --dataset shapes
 
 The model's preprocessing (input size, mean, std, class names) is set from the data and stored in the
 checkpoint, so ``hvit.load_checkpoint(path)`` later rebuilds a ready model. Ctrl-C stops after the
@@ -59,7 +59,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     def add(*flags: str, default: Any = None, **kw: Any) -> None:
         p.add_argument(*flags, default=argparse.SUPPRESS if suppress_defaults else default, **kw)
 
-    add("--model", default="hvit_nano", help="registered model (hvit.list_models())")
+    add("--model", default="hvit_nano_stem", help="registered model (hvit.list_models())")
     add(
         "--dataset",
         default="shapes",
@@ -93,6 +93,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--lr", type=float, default=d.lr, help="peak learning rate")
     add("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     add("--warmup-epochs", type=float, default=d.warmup_epochs)
+    add("--beta2", type=float, default=d.beta2, help="AdamW's second-moment decay")
     add("--weight-decay", type=float, default=d.weight_decay)
     add("--label-smoothing", type=float, default=d.label_smoothing)
     add("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm; 0 disables")
@@ -186,7 +187,7 @@ def prepare_run(
     model.preprocessing = preprocessing
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr_ratio=args.min_lr_ratio,
-        warmup_epochs=min(args.warmup_epochs, args.epochs), weight_decay=args.weight_decay,
+        warmup_epochs=min(args.warmup_epochs, args.epochs), beta2=args.beta2, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, grad_clip=args.grad_clip or None, amp=args.amp, seed=args.seed,
         workers=args.workers, checkpoint_path=args.output,
     )  # fmt: skip

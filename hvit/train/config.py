@@ -20,6 +20,8 @@ class TrainConfig:
             your own, its learning rate is the peak.
         min_lr_ratio: the cosine decays to ``peak * min_lr_ratio`` at the last step.
         warmup_epochs: epochs of linear warm-up from ~0 to the peak (may be fractional, or 0).
+        beta2: AdamW's decay rate of its squared-gradient average (PyTorch's default 0.999). 0.95 adapts
+            faster to the quickly changing gradients of a short run from scratch.
         weight_decay: AdamW decoupled weight decay; biases, norms, position embeddings and class tokens
             are exempt (timm's convention).
         label_smoothing: cross-entropy label smoothing, used when the trainer builds the loss.
@@ -35,6 +37,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.01
     warmup_epochs: float = 1.0
+    beta2: float = 0.999
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0
@@ -69,6 +72,7 @@ class TrainConfig:
         number("lr", 0.0, math.inf, lo_open=True, hi_open=True)
         number("min_lr_ratio", 0.0, 1.0)
         number("warmup_epochs", 0.0, float(self.epochs))
+        number("beta2", 0.0, 1.0, hi_open=True)
         number("weight_decay", 0.0, math.inf, hi_open=True)
         number("label_smoothing", 0.0, 1.0, hi_open=True)
         if self.grad_clip is not None:

@@ -86,9 +86,21 @@ def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dic
 def build_optimizer(
     model: nn.Module, config: TrainConfig | dict[str, Any] | None = None
 ) -> torch.optim.AdamW:
-    """AdamW with ``config.lr`` and ``config.weight_decay`` (not on norms, biases, position embeddings)."""
+    """AdamW with ``config.lr``, betas ``(0.9, config.beta2)`` and ``config.weight_decay`` (not on norms,
+    biases, position embeddings).
+
+    The fused implementation (one kernel for all parameters) is used where PyTorch has it: for a small
+    model, the default loop over ~100 parameter tensors costs ~5-10 ms a step on a CPU, the fused one
+    ~1 ms. The update is the same AdamW; only the rounding of the last bits differs.
+    """
     config = TrainConfig.coerce(config)
-    return torch.optim.AdamW(param_groups_weight_decay(model, config.weight_decay), lr=config.lr)
+    groups = param_groups_weight_decay(model, config.weight_decay)
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        for p in params
+    )
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2), fused=fused or None)
 
 
 # --- data order -----------------------------------------------------------------------------------------
