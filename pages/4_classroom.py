@@ -187,7 +187,8 @@ if step == 1:
         st.markdown(
             f"A transformer does not see pixels. It cuts the {size}x{size} image into patches of "
             f"{stride}x{stride} pixels and turns each patch into a **token**: a vector of "
-            f"{cfg.embed_dims[0]} numbers computed from the patch's pixels by one learned linear map."
+            f"{cfg.embed_dims[0]} numbers computed from the patch's "
+            f"{'stem features (see below)' if cfg.stem_channels else 'pixels'} by one learned linear map."
         )
         st.latex(r"N = \frac{H}{P}\cdot\frac{W}{P} = " + f"{grid[0]}\\cdot{grid[1]} = {grid[0] * grid[1]}")
         st.latex(

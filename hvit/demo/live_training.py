@@ -37,12 +37,12 @@ class TrainingRequest:
 
     dataset: str = "shapes"
     preset: str = TRAINING_PRESETS[0]
-    epochs: int = 5
+    epochs: int = 3
     batch_size: int = 64
-    lr: float = 1e-3
-    train_images: int = 1200
-    val_images: int = 300
-    augment: str = "light"
+    lr: float = 3e-3
+    train_images: int = 6000
+    val_images: int = 150
+    augment: str = "none"
     seed: int = 0
 
 
