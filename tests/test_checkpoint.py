@@ -8,7 +8,6 @@ from safetensors.torch import save_file
 
 import hvit.registry as registry
 from hvit.data import SHAPE_CLASSES, ShapesDataset, build_transforms
-from hvit.preprocessing import Preprocessing
 from hvit.train import (
     CheckpointError,
     History,
@@ -18,8 +17,7 @@ from hvit.train import (
     save_checkpoint,
 )
 
-PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
-
+from helpers import PRE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,13 +8,13 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from hvit.data import SHAPE_CLASSES, ShapesDataset, build_transforms
-from hvit.preprocessing import Preprocessing
+from hvit.data import ShapesDataset, build_transforms
 from hvit.train import HViTTrainer, read_checkpoint
 from hvit.train.distributed import DistInfo
 from hvit.train.trainer import _EpochSampler
 
-PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
+from helpers import PRE
+
 STEPS_DATA = 32  # images per epoch: 4 steps of 8 (one process) or of 2 x 4 (two processes)
 
 

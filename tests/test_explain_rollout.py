@@ -15,12 +15,7 @@ from hvit.explain.rollout import (
 )
 from hvit.layers.attention import AttentionRecord
 
-
-def small(name: str) -> hvit.HierarchialViT:
-    """A registry variant with its stage layout (patch, SR ratios, class token, linear SRA) but narrow
-    and shallow, so tests stay fast."""
-    return hvit.create_model(name, embed_dims=(16, 32, 80, 64), depths=(1, 1, 2, 1))
-
+from helpers import small
 
 CASES = [("hvit_nano", 32), ("hvit_nano_ms", 32), ("hvit_seed", 64), ("pvt_v2_b2_li", 64)]
 

@@ -19,12 +19,7 @@ from hvit.explain.views import (
 )
 from hvit.layers.attention import AttentionRecord, KeyReduction
 
-
-def small(name: str) -> hvit.HierarchialViT:
-    """A registry variant with its stage layout (patch, SR ratios, class token, linear SRA) but narrow
-    and shallow, so tests stay fast."""
-    return hvit.create_model(name, embed_dims=(16, 32, 80, 64), depths=(1, 1, 2, 1))
-
+from helpers import small
 
 # --- geometry --------------------------------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ from PIL import Image
 from torch import nn
 
 import hvit.registry as registry
-from hvit.data import SHAPE_CLASSES, ShapesDataset, build_transforms
-from hvit.preprocessing import Preprocessing
+from hvit.data import ShapesDataset, build_transforms
 from hvit.train import (
     History,
     HViTTrainer,
@@ -27,8 +26,7 @@ from hvit.train import (
 from hvit.train.cli import main as cli_main
 from hvit.train.trainer import _EpochSampler, _SeededSamples
 
-PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
-
+from helpers import PRE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,16 @@
+"""Small builders shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import hvit
+from hvit.data import SHAPE_CLASSES
+from hvit.preprocessing import Preprocessing
+
+# Preprocessing of the 16 px tiny models the training, checkpoint and DDP tests train.
+PRE = Preprocessing(img_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=list(SHAPE_CLASSES))
+
+
+def small(name: str) -> hvit.HierarchialViT:
+    """A registry variant with its stage layout (patch, SR ratios, class token, linear SRA) but narrow
+    and shallow, so tests stay fast."""
+    return hvit.create_model(name, embed_dims=(16, 32, 80, 64), depths=(1, 1, 2, 1))
