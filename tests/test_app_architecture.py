@@ -69,3 +69,18 @@ def test_values_survive_a_visit_to_another_page() -> None:
     at.switch_page("../pages/4_classroom.py").run()
     at.switch_page(PAGE).run()
     assert at.number_input(key="arch_img_size").value == 320
+
+
+def test_a_preset_with_a_convolutional_stem_says_so_and_counts_it() -> None:
+    at = _page()
+    at.selectbox(key="arch_preset").select("hvit_nano").run()
+    plain = at.dataframe[0].value
+    assert not any("convolutional stem" in m.value for m in at.markdown)
+    at.selectbox(key="arch_preset").select("hvit_nano_stem").run()
+    stemmed = at.dataframe[0].value
+    assert any("a 16-channel convolutional stem" in m.value for m in at.markdown)
+    assert list(stemmed["query grid"]) == list(plain["query grid"]) == ["16x16", "8x8", "4x4", "2x2"]
+    # stage 1 carries the stem's weights and its full-resolution convolution; later stages are the same
+    assert stemmed["parameters"][0] != plain["parameters"][0] and stemmed["MMACs"][0] > plain["MMACs"][0]
+    assert list(stemmed["parameters"][1:]) == list(plain["parameters"][1:])
+    assert not at.exception
