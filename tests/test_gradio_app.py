@@ -241,6 +241,10 @@ def test_a_missing_shipped_model_says_how_to_get_one(monkeypatch, tmp_path, samp
     with pytest.raises(gr.Error, match="re-clone the repository or train") as info:
         ga.analyse(str(samples[0]), core.SHIPPED, FAST, 1)
     assert info.value.title == "Model file unusable"
+    # The command it offers is the model card's, word for word up to the output path.
+    card = (Path(__file__).resolve().parents[1] / "assets" / "MODEL_CARD.md").read_text()
+    command = str(info.value.message).split("`")[1].split(" --output")[0]
+    assert command.startswith("python -m hvit.train --model") and command in card
 
 
 @pytest.mark.slow

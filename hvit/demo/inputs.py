@@ -37,7 +37,9 @@ def shipped_checkpoint() -> Path:
     if not found:
         raise FileNotFoundError(
             f"the shipped model ({ASSETS / SHIPPED_MODEL_GLOB}) is missing; re-clone the repository or train "
-            "one with `python -m hvit.train --model hvit_nano --dataset shapes`"
+            "it (about a minute) with the command in assets/MODEL_CARD.md: `python -m hvit.train --model "
+            "hvit_nano_stem --dataset shapes --epochs 4 --train-size 6000 --batch-size 64 --lr 0.003 "
+            f"--warmup-epochs 0.6 --augment none --output {ASSETS / 'hvit_shapes.safetensors'}`"
         )
     return found[0]
 
