@@ -18,11 +18,13 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import base64
+import binascii
 import copy
 import queue
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,20 +183,38 @@ def read_image(image: ImageInput) -> Image.Image:
     if isinstance(image, dict):
         url = image.get("url") or ""
         if url.startswith("data:"):  # the browser may send small images inline
-            source = base64.b64decode(url.partition(",")[2])
+            source = _data_url_bytes(url)
         elif image.get("path"):
-            source = Path(image["path"])
+            source = Path(image["path"])  # a capture without a suffix is judged by its content
         else:
             raise _refusal("The upload arrived without a file; please upload the image again.")
-    if isinstance(source, (str, Path)) and not Path(source).suffix and Path(source).is_file():
-        # A capture without a file name (e.g. some webcams): let the decoder judge the bytes.
-        if Path(source).stat().st_size > MAX_UPLOAD_BYTES:
-            raise _refusal(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.")
-        source = Path(source).read_bytes()
     try:
         return load_image(source)
     except ImageInputError as err:
         raise _refusal(f"This image cannot be used: {err}.", title="Image not accepted") from err
+
+
+def _data_url_bytes(url: str) -> bytes:
+    """The bytes of a ``data:[<type>][;base64],<payload>`` URL, refused in words when malformed."""
+    header, comma, payload = url.partition(",")
+    if not comma:
+        raise _refusal(
+            "The image sent inline by the browser is malformed (a data: URL without a comma before its "
+            "content); upload the image as a file instead.",
+            title="Image not accepted",
+        )
+    if len(payload) > (MAX_UPLOAD_BYTES + 2) // 3 * 4:  # base64 takes 4 characters per 3 bytes
+        raise _refusal(f"The image is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.")
+    if not header.endswith(";base64"):
+        return urllib.parse.unquote_to_bytes(payload)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as err:
+        raise _refusal(
+            f"The image sent inline by the browser is damaged: its data: URL is not valid base64 ({err}). "
+            "Upload the image as a file instead.",
+            title="Image not accepted",
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Data: folders of images, the generated shapes set, the classic torchvision sets, and transforms.
 
+- `load_image`: the one way hvit reads an image (a path, bytes, a PIL image or an array), checked
+  before decoding and converted to RGB by one rule; `ImageReadError` says what was wrong.
 - `HViTDataset` reads ``root/<split>/<class name>/<image file>``.
 - `ShapesDataset` / `make_shapes` / `write_shapes`: a procedural set with ground-truth masks, no internet.
 - `load_classic`: MNIST, Fashion-MNIST, CIFAR-10 through torchvision.
@@ -8,7 +10,15 @@
 """
 
 from hvit.data.classic import CLASSIC_DATASETS, default_data_dir, load_classic
-from hvit.data.dataset import IMG_EXTENSIONS, HViTDataset, ImageReadError, load_image
+from hvit.data.dataset import HViTDataset
+from hvit.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    IMG_EXTENSIONS,
+    ImageReadError,
+    load_image,
+)
 from hvit.data.load import BUILTIN_DATASETS, SHAPES_SIZES, dataset_stats, load_dataset
 from hvit.data.shapes import (
     SHAPE_CLASSES,
@@ -23,6 +33,9 @@ from hvit.data.transforms import AUGMENTATIONS, build_transforms, estimate_mean_
 
 __all__ = [
     "AUGMENTATIONS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_SIDE",
     "BUILTIN_DATASETS",
     "CLASSIC_DATASETS",
     "IMG_EXTENSIONS",

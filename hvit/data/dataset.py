@@ -11,90 +11,83 @@
 
 Classes are the sorted names of the class folders, so the same folders always give the same labels.
 Hidden files and folders (a leading dot, such as ``.ipynb_checkpoints``) are skipped; images may sit in
-nested folders below their class folder. Anything wrong with the folder is reported with the path and
-what was expected there, because "0 samples" or a bare PIL traceback teaches nobody anything.
+nested folders below their class folder. Each image is read by `hvit.data.load_image` (regular files
+only, sizes checked before decoding, EXIF orientation applied, every pixel mode to RGB by one rule).
+
+Linked folders (symlinks) are followed, so a data set assembled from links to folders elsewhere works,
+but each real folder is read once: a link that leads back into the split folder (or above it) is
+skipped, because its images are already counted where they really are, or it is a loop that would
+repeat them forever under several classes; a link to a folder already read is skipped too. Linked
+files are read as they are. A named pipe, socket, device or broken link with an image's name is
+refused when the folder is scanned, before it could block a reader.
+
+Anything wrong with the folder is reported with the path and what was expected there, because
+"0 samples" or a bare PIL traceback teaches nobody anything.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from torchvision.datasets import DatasetFolder
 
-__all__ = ["IMG_EXTENSIONS", "HViTDataset", "ImageReadError", "load_image"]
+from hvit.data.images import IMG_EXTENSIONS, ImageReadError, file_kind, load_image
 
-# torchvision's list plus GIF. Compared lower-case, so "IMG_1.JPG" counts.
-IMG_EXTENSIONS: tuple[str, ...] = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".ppm",
-    ".pgm",
-)
+__all__ = ["HViTDataset"]
 
 _LAYOUT = "root/<split>/<class name>/<image file>"
 
 
-class ImageReadError(OSError):
-    """An image file that exists but cannot be decoded."""
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    # 16-bit and 32-bit grayscale (medical scans, some scientific PNGs): PIL's convert("RGB") would clip
-    # everything above 255 to white, so rescale to 8 bits by hand first.
-    arr = np.asarray(img)
-    if img.mode == "F":
-        arr = arr * 255.0 if arr.size and float(arr.max()) <= 1.0 else arr
-    elif img.mode.startswith("I;16") or (arr.size and int(arr.max()) > 255):
-        arr = arr / 257.0
-    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
-
-
-def load_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
-    """Read an image file, converting it to ``mode``.
-
-    Args:
-        path: image file.
-        mode: PIL mode to convert to ("RGB", "L", ...); ``None`` keeps the file's own mode. Grayscale,
-            palette (GIF), 16-bit and alpha images all become plain RGB by default. Multi-frame files
-            (animated GIF, TIFF stacks) give their first frame.
-
-    Returns:
-        The decoded image.
-
-    Raises:
-        ImageReadError: the file cannot be decoded; the message names the path.
-    """
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(
-            f"cannot read image file '{path}': {e}. Expected a readable image "
-            f"({', '.join(x[1:] for x in IMG_EXTENSIONS)}); remove or replace this file."
-        ) from e
-    if mode is None or img.mode == mode:
-        return img
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        img = _to_8bit(img)
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # the palette's transparent entry needs an alpha step, or PIL warns
-    return img.convert(mode)
-
-
 def _is_visible(name: str) -> bool:
     return not name.startswith(".")
+
+
+def _overlaps(real: str, split_real: str) -> bool:
+    """Whether a folder's real path is the split folder, inside it, or above it."""
+    common = os.path.commonpath([real, split_real])
+    return common in (real, split_real)
+
+
+def _image_files(
+    class_dir: str, split_real: str, seen: set[tuple[int, int]], wanted: Callable[[str], bool]
+) -> Iterator[str]:
+    """Paths of the wanted files below ``class_dir``: files of a folder (sorted), then its sub-folders
+    (sorted, depth first), each real folder once and no link back into the split folder."""
+    stack = [class_dir]
+    while stack:
+        folder = stack.pop()
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            continue  # reached again through a link: its images are already counted
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if _is_visible(e.name)), key=lambda e: e.name)
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir():  # follows links
+                if not (entry.is_symlink() and _overlaps(os.path.realpath(entry.path), split_real)):
+                    subfolders.append(entry.path)
+            elif wanted(entry.path):
+                if not entry.is_file():
+                    raise ImageReadError(_not_a_file(entry.path))
+                yield entry.path
+        stack.extend(reversed(subfolders))
+
+
+def _not_a_file(path: str) -> str:
+    if os.path.islink(path) and not os.path.exists(path):
+        return (
+            f"'{path}' is a link to '{os.readlink(path)}', which does not exist; remove the link or "
+            "restore the file"
+        )
+    return (
+        f"'{path}' is a {file_kind(os.stat(path).st_mode)}, not a regular file; an image in a data set "
+        "folder must be a plain file: replace or remove it"
+    )
 
 
 class HViTDataset(DatasetFolder):
@@ -173,24 +166,37 @@ class HViTDataset(DatasetFolder):
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
     ) -> list[tuple[str, int]]:
-        """``(path, label)`` of every image below each class folder, sorted; empty classes raise."""
+        """``(path, label)`` of every image below each class folder, sorted; empty classes raise.
+
+        Raises:
+            FileNotFoundError: a class folder holds no image (or is a link back into the split).
+            ImageReadError: an entry named like an image is not a regular file (a named pipe, a socket,
+                a device, a broken link).
+        """
         if class_to_idx is None:
             raise ValueError("class_to_idx is required")
         extensions = tuple(extensions) if extensions is not None else IMG_EXTENSIONS
+
+        def wanted(path: str) -> bool:
+            if is_valid_file is not None:
+                return is_valid_file(path)
+            return os.path.basename(path).lower().endswith(extensions)
+
+        split_real = os.path.realpath(directory)
+        seen: set[tuple[int, int]] = set()  # (device, inode) of every real folder read so far
         samples: list[tuple[str, int]] = []
         for cls, idx in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
             class_dir = os.path.join(directory, cls)
-            found = []
-            for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if _is_visible(d))
-                for name in sorted(filenames):
-                    path = os.path.join(dirpath, name)
-                    ok = is_valid_file(path) if is_valid_file else name.lower().endswith(extensions)
-                    if ok and _is_visible(name):
-                        found.append((path, idx))
+            real = os.path.realpath(class_dir)
+            why_empty = ""
+            if os.path.islink(class_dir) and _overlaps(real, split_real):
+                why_empty = f" (it is a link to '{real}', inside or above the split folder)"
+                found = []
+            else:
+                found = [(path, idx) for path in _image_files(class_dir, split_real, seen, wanted)]
             if not found and not allow_empty:
                 raise FileNotFoundError(
-                    f"class folder '{class_dir}' holds no image files; expected images "
+                    f"class folder '{class_dir}' holds no image files{why_empty}; expected images "
                     f"({', '.join(x[1:] for x in extensions)}) in it, or remove the folder"
                 )
             samples.extend(found)

@@ -3,28 +3,29 @@ and sample images with a known answer (the shapes set's ground-truth masks)."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from hvit.data import images
 from hvit.model import HierarchialViT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
 SHIPPED_MODEL_GLOB = "hvit_shapes*.safetensors"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = images.IMG_EXTENSIONS  # what the apps accept is what the data sets read
 MAX_UPLOAD_BYTES = 10 * 2**20  # 10 MiB: larger files are refused before decoding
-MAX_IMAGE_SIDE = 4096  # pixels; guards against decompression bombs and huge resizes
+MAX_IMAGE_SIDE = 4096  # pixels; checked from the header, before decoding (decompression bombs)
 SHIPPED = "Shipped shapes model (offline)"
 IMAGENET = "pvt_v2_b0 ImageNet (timm, needs internet)"
 
 
-class ImageInputError(ValueError):
-    """An image the user gave cannot be used; the message says why and what would work."""
+# The apps' name for the core's error: an image the user gave cannot be used; the message says why and
+# what would work. (Both a ValueError and an OSError.)
+ImageInputError = images.ImageReadError
 
 
 def shipped_checkpoint() -> Path:
@@ -77,59 +78,31 @@ def load_model_choice(label: str, num_classes: int | None = None) -> Hierarchial
 
 
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray) -> Image.Image:
-    """Open and check an image from a path, raw bytes, a PIL image or an (H, W[, C]) uint8 array.
+    """`hvit.data.load_image` with the apps' limits: an RGB image from a path, the bytes of an upload, a
+    PIL image or an (H, W[, C]) array.
 
-    Returns:
-        An RGB PIL image.
+    A path must name an image file (`IMAGE_SUFFIXES`) or have no suffix at all (a webcam capture), in
+    which case the content decides. Messages call a file by its name, not by its (temporary) path.
 
     Raises:
-        ImageInputError: unreadable, not an image, too large, or of an unsupported type.
+        ImageInputError: not a regular file, not an image, larger than `MAX_UPLOAD_BYTES` or
+            `MAX_IMAGE_SIDE` pixels a side, or of an unsupported type.
     """
-    if isinstance(source, Image.Image):
-        img = source
-    elif isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
+    name = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix and path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ImageInputError(
-                f"expected an (H, W) or (H, W, 1|3|4) image array, got shape {source.shape}"
+                f"{path.name!r} is not a supported image file; use one of {', '.join(IMAGE_SUFFIXES)}"
             )
-        arr = source if source.dtype == np.uint8 else np.clip(source, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    else:
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ImageInputError(
-                    f"{path.name!r} is not a supported image file; use one of {', '.join(IMAGE_SUFFIXES)}"
-                )
-            if not path.is_file():
-                raise ImageInputError(f"no image file at {path}")
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
-                raise ImageInputError(
-                    f"{path.name} is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image"
-                )
-            data = path.read_bytes()
-        elif isinstance(source, (bytes, bytearray)):
-            data = bytes(source)
-        else:
-            raise ImageInputError(f"cannot read an image from a {type(source).__name__}")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ImageInputError(
-                f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image"
-            )
-        try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise ImageInputError(
-                "the file is not a readable image (its content is not a known image format, or it is "
-                "truncated); upload a PNG, JPEG, BMP, GIF, WebP or TIFF file"
-            ) from err
-    if max(img.size) > MAX_IMAGE_SIDE or min(img.size) < 1:
-        raise ImageInputError(
-            f"the image is {img.size[0]}x{img.size[1]} pixels; "
-            f"use one between 1 and {MAX_IMAGE_SIDE} pixels a side"
-        )
-    return img.convert("RGB")
+        name = path.name
+    return images.load_image(
+        source,
+        max_bytes=MAX_UPLOAD_BYTES,
+        max_side=MAX_IMAGE_SIDE,
+        max_pixels=MAX_IMAGE_SIDE**2,
+        name=name,
+    )
 
 
 def preprocess(model: HierarchialViT, image: Image.Image) -> torch.Tensor:

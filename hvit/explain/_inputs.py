@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from hvit.data import build_transforms, load_image
+
 # Everything `prepare_images` accepts.
 ImageLike = str | Path | bytes | Image.Image | np.ndarray | torch.Tensor
 
@@ -21,12 +23,16 @@ def prepare_images(model: nn.Module, image: ImageLike) -> torch.Tensor:
 
     Args:
         model: an hvit model; its ``preprocessing`` (size, mean, std) is applied.
-        image: a path, raw bytes, a PIL image or an (H, W[, C]) uint8 array (one image); a uint8
-            tensor (C, H, W) or (B, C, H, W) of raw pixels (resized and normalised); or a float tensor
-            (C, H, W) or (B, C, H, W), taken to be preprocessed already and used as it is.
+        image: a path, raw bytes, a PIL image or an (H, W[, C]) array (one image, read and checked
+            by `hvit.data.load_image` with its default limits); a uint8 tensor (C, H, W) or
+            (B, C, H, W) of raw pixels (resized and normalised); or a float tensor (C, H, W) or
+            (B, C, H, W), taken to be preprocessed already and used as it is.
 
     Returns:
         (B, C, S, S) float tensor on the model's device.
+
+    Raises:
+        hvit.data.ImageReadError: an image that cannot be read (the message says why).
     """
     device = next(model.parameters()).device
     if isinstance(image, torch.Tensor):
@@ -36,14 +42,11 @@ def prepare_images(model: nn.Module, image: ImageLike) -> torch.Tensor:
                 f"expected an image tensor (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}"
             )
         if x.dtype == torch.uint8:
-            from hvit.data import build_transforms
-
             transform = build_transforms(model.preprocessing, train=False)
             x = torch.stack([transform(img) for img in x])
         return x.float().to(device)
-    from hvit.demo import load_image, preprocess
-
-    return preprocess(model, load_image(image)).to(device)
+    transform = build_transforms(model.preprocessing, train=False)
+    return transform(load_image(image)).unsqueeze(0).to(device)
 
 
 def display_images(model: nn.Module, x: torch.Tensor) -> np.ndarray:
