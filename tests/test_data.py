@@ -1,5 +1,6 @@
 """Data: the folder layout, its error messages, the shapes generator and the transforms."""
 
+import os
 import struct
 
 import numpy as np
@@ -101,6 +102,65 @@ def test_unreadable_file_names_the_path(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
     ds = HViTDataset(tmp_path)
     with pytest.raises(ImageReadError, match=r"'.*broken.png' is not a readable image .*; give a PNG"):
+        ds[0]
+
+
+def test_symlinked_folders_are_followed_but_each_file_is_counted_once(tmp_path):
+    """Links to folders elsewhere are read; links back into the split (loops) are not followed, so no
+    image is counted twice or filed under two classes."""
+    img = Image.new("RGB", (2, 2))
+    save(tmp_path / "train" / "cat" / "a.png", img)
+    save(tmp_path / "train" / "dog" / "b.png", img)
+    save(tmp_path / "elsewhere" / "c.png", img)
+    (tmp_path / "train" / "cat" / "loop").symlink_to(tmp_path / "train", target_is_directory=True)
+    (tmp_path / "train" / "cat" / "self").symlink_to(".", target_is_directory=True)
+    (tmp_path / "train" / "dog" / "root").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "train" / "dog" / "ext").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "back").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    ds = HViTDataset(tmp_path)
+    split = tmp_path / "train"
+    assert ds.samples == [
+        (str(split / "cat" / "a.png"), 0),
+        (str(split / "dog" / "b.png"), 1),
+        (str(split / "dog" / "ext" / "c.png"), 1),
+    ]
+
+
+def test_a_class_folder_linked_into_the_split_is_refused(tmp_path):
+    save(tmp_path / "train" / "cat" / "a.png", Image.new("RGB", (2, 2)))
+    (tmp_path / "train" / "kitty").symlink_to(tmp_path / "train" / "cat", target_is_directory=True)
+    with pytest.raises(
+        FileNotFoundError, match=r"class folder '.*kitty' holds no image files \(it is a link to '.*cat'"
+    ):
+        HViTDataset(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_special_files_in_a_data_folder_are_refused_when_scanning(tmp_path):
+    save(tmp_path / "train" / "cat" / "a.png", Image.new("RGB", (2, 2)))
+    save(tmp_path / "train" / "dog" / "b.png", Image.new("RGB", (2, 2)))
+    pipe = tmp_path / "train" / "dog" / "pipe.png"
+    os.mkfifo(pipe)
+    # Scanning looks at the folder entries only and cannot block on the pipe.
+    with pytest.raises(ImageReadError, match=r"'.*pipe.png' is a named pipe \(FIFO\), not a regular file"):
+        HViTDataset(tmp_path)
+    pipe.unlink()
+    (tmp_path / "train" / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(
+        ImageReadError, match=r"'.*gone.png' is a link to '.*nowhere.png', which does not exist"
+    ):
+        HViTDataset(tmp_path)
+
+
+def test_the_data_set_reads_through_the_one_image_reader(tmp_path, monkeypatch):
+    import hvit.data.images as images
+
+    save(tmp_path / "train" / "cat" / "a.png", Image.new("RGB", (40, 30)))
+    save(tmp_path / "train" / "dog" / "b.png", Image.new("RGB", (2, 2)))
+    monkeypatch.setattr(images, "DEFAULT_MAX_SIDE", 32)  # the module-level default applies to data sets
+    ds = HViTDataset(tmp_path)
+    assert ds[1][0].size == (2, 2)
+    with pytest.raises(ImageReadError, match=r"'.*a.png' is 40x30 pixels; use one between 1 and 32"):
         ds[0]
 
 

@@ -62,12 +62,15 @@ from hvit.demo.live_training import (
     training_curves_figure,
 )
 from hvit.demo.zip_upload import (
+    MAX_COMPRESSION_RATIO,
     MAX_UNZIPPED_BYTES,
     MAX_ZIP_BYTES,
     MAX_ZIP_FILES,
     DatasetZipError,
+    UnpackedDataset,
     extract_dataset_zip,
     folder_classes,
+    unpack_dataset_zip,
 )
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageInputError",
     "LiveTraining",
+    "MAX_COMPRESSION_RATIO",
     "MAX_IMAGE_SIDE",
     "MAX_UNZIPPED_BYTES",
     "MAX_UPLOAD_BYTES",
@@ -89,6 +93,7 @@ __all__ = [
     "SHIPPED_MODEL_GLOB",
     "TRAINING_PRESETS",
     "TrainingRequest",
+    "UnpackedDataset",
     "attention_cost",
     "attention_cost_figure",
     "confusion_figure",
@@ -115,4 +120,5 @@ __all__ = [
     "shapes_example",
     "shipped_checkpoint",
     "training_curves_figure",
+    "unpack_dataset_zip",
 ]
