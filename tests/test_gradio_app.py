@@ -5,6 +5,7 @@ Everything runs on CPU and offline. The server tests launch on 127.0.0.1 on a fr
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -26,6 +27,8 @@ import torch
 from PIL import Image
 
 from hvit import demo as core
+
+from helpers import png_header_only
 
 REPO = Path(__file__).resolve().parent.parent
 APP_FILE = REPO / "app" / "gradio_app.py"
@@ -145,8 +148,6 @@ def test_bad_stage_and_method_are_refused(samples):
 
 
 def test_every_kind_of_input_reads_as_the_same_pixels(samples):
-    import base64
-
     path = samples[0]
     pil = Image.open(path).convert("RGB")
     data_url = f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
@@ -179,6 +180,38 @@ def test_bad_uploads_raise_a_gradio_error_that_says_what_to_do(tmp_path, make, m
     image = make(tmp_path)
     with pytest.raises(gr.Error, match=message):
         ga.analyse(image, MODEL, FAST, 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("data:image/png;base64,abc", "its data: URL is not valid base64 (.*). Upload the image as a file"),
+        ("data:image/png;base64,@@@@", "its data: URL is not valid base64"),
+        ("data:image/png;base64", "a data: URL without a comma before its content"),
+        ("data:image/png;base64,", r"'the image data' is empty \(0 bytes\)"),
+        ("data:image/png,%89PNG", "'the image data' is not a readable image"),
+        (
+            "data:image/png;base64," + base64.b64encode(png_header_only(5000, 5000)).decode(),
+            "is 5000x5000 pixels; use one between 1 and 4096 pixels a side",
+        ),
+        (
+            "data:image/png;base64," + base64.b64encode(png_header_only(100_000, 100_000)).decode(),
+            "declares far too many pixels",
+        ),
+    ],
+    ids=["bad-padding", "bad-characters", "no-comma", "empty", "percent-encoded", "too-large", "bomb"],
+)
+def test_malformed_inline_images_get_a_message(url, message):
+    with pytest.raises(gr.Error, match=message) as info:
+        ga.analyse({"path": None, "url": url}, MODEL, FAST, 1)
+    assert info.value.title == "Image not accepted"
+
+
+def test_a_capture_without_a_suffix_is_judged_by_its_content(tmp_path, samples):
+    capture = _write(tmp_path / "webcam", samples[0].read_bytes())
+    assert ga.read_image({"path": str(capture), "url": None}).size == Image.open(samples[0]).size
+    with pytest.raises(gr.Error, match="'junk' is not a readable image"):
+        ga.read_image({"path": str(_write(tmp_path / "junk", b"no image")), "url": None})
 
 
 def _write(path: Path, data: bytes) -> Path:

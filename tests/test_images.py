@@ -9,7 +9,6 @@ import struct
 import subprocess
 import sys
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,9 @@ from PIL import Image
 
 from hvit.data import ImageReadError, load_image
 
+from helpers import png_header_only
+
 # --- files made by hand: headers that declare more than they hold ----------------------------------------
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width`` x ``height`` RGB pixels, followed by a few bytes of data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def tiff(width: int, height: int, data: bytes, bits: int = 32, sample_format: int = 3, **extra: int) -> bytes:
