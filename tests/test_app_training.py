@@ -94,3 +94,45 @@ def test_offline_download_fails_with_a_message(monkeypatch) -> None:  # noqa: AN
     _wait(at, lambda run: run.finished)
     assert not at.exception
     assert any("could not be downloaded" in e.value for e in at.error)
+
+
+def _zip_upload(at: AppTest, data: bytes) -> None:
+    at.selectbox(key="train_dataset").select("zip").run()
+    at.file_uploader(key="train_zip").set_value(("mine.zip", data, "application/zip")).run()
+
+
+def test_a_bad_zip_is_answered_in_words_and_leaves_nothing_behind(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import io
+    import tempfile
+    import zipfile
+
+    from PIL import Image
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the page unpacks uploads
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, "PNG")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name in ("train/cat/1.png", "train/dog/1.png"):
+            z.writestr(name, png.getvalue())
+    good = buf.getvalue()
+    encrypted = bytearray(good)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the "encrypted" flag
+        at = encrypted.find(signature)
+        while at != -1:
+            encrypted[at + offset] |= 1
+            at = encrypted.find(signature, at + 4)
+
+    at = _page()
+    _zip_upload(at, bytes(encrypted))
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "This zip cannot be used: the zip's member 'train/cat/1.png' is encrypted (password-protected); "
+        "zip the data set folder again with a standard tool (no password, default compression)"
+    ]
+    assert at.button(key="train_start").disabled
+    assert not list(tmp_path.glob("hvit-zip-*")), list(tmp_path.iterdir())  # the refused upload is gone
+    _zip_upload(at, good)
+    assert not at.exception and not at.error
+    assert any("2 classes (cat, dog)" in s.value for s in at.success)
+    assert not at.button(key="train_start").disabled
