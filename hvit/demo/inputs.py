@@ -161,8 +161,7 @@ def sample_mask(path: str | Path) -> np.ndarray | None:
     """(H, W) bool ground-truth mask of a shipped sample image, or ``None`` when it has none."""
     for candidate in _mask_candidates(Path(path)):
         if candidate.is_file():
-            with Image.open(candidate) as m:
-                return np.asarray(m.convert("L")) >= 128
+            return np.asarray(images.load_image(candidate, mode="L")) >= 128
     return None
 
 
