@@ -365,7 +365,7 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
         st.info("Upload a PNG, JPEG, BMP, GIF, WebP or TIFF image (up to 10 MiB).")
         return None
     try:
-        image = demo.load_image(upload.getvalue())
+        image = demo.load_image(upload.getvalue(), name=upload.name)
     except demo.ImageInputError as err:
         st.error(f"{err}")
         return None

@@ -204,7 +204,10 @@ def _data_url_bytes(url: str) -> bytes:
             title="Image not accepted",
         )
     if len(payload) > (MAX_UPLOAD_BYTES + 2) // 3 * 4:  # base64 takes 4 characters per 3 bytes
-        raise _refusal(f"The image is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.")
+        raise _refusal(
+            f"The image is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; use a smaller image.",
+            title="Image not accepted",
+        )
     if not header.endswith(";base64"):
         return urllib.parse.unquote_to_bytes(payload)
     try:

@@ -198,8 +198,18 @@ def test_bad_uploads_raise_a_gradio_error_that_says_what_to_do(tmp_path, make, m
             "data:image/png;base64," + base64.b64encode(png_header_only(100_000, 100_000)).decode(),
             "declares far too many pixels",
         ),
+        ("data:image/png;base64," + "A" * (core.MAX_UPLOAD_BYTES // 3 * 4 + 8), "larger than 10 MiB"),
     ],
-    ids=["bad-padding", "bad-characters", "no-comma", "empty", "percent-encoded", "too-large", "bomb"],
+    ids=[
+        "bad-padding",
+        "bad-characters",
+        "no-comma",
+        "empty",
+        "percent-encoded",
+        "too-large",
+        "bomb",
+        "long",
+    ],
 )
 def test_malformed_inline_images_get_a_message(url, message):
     with pytest.raises(gr.Error, match=message) as info:

@@ -296,7 +296,10 @@ def test_alpha_is_composited_on_white(tmp_path):
     half = load_image(Image.new("RGBA", (1, 1), (255, 0, 0, 128))).getpixel((0, 0))
     assert half[0] == 255 and 126 <= half[1] == half[2] <= 128
     assert load_image(Image.new("LA", (1, 1), (0, 0))).getpixel((0, 0)) == (255, 255, 255)
-    assert load_image(Image.new("PA", (1, 1), (0, 0))).getpixel((0, 0)) == (255, 255, 255)
+    for transparent in ("La", "RGBa", "PA"):  # all zero: no colour, no opacity
+        assert load_image(Image.new(transparent, (1, 1))).getpixel((0, 0)) == (255, 255, 255)
+    # Premultiplied half-transparent red: the stored colour is red x alpha, (128, 0, 0, 128).
+    assert load_image(Image.new("RGBa", (1, 1), (128, 0, 0, 128))).getpixel((0, 0)) == (255, 127, 127)
     array = np.zeros((1, 1, 4), np.uint8)  # transparent black
     assert load_image(array).getpixel((0, 0)) == (255, 255, 255)
 

@@ -89,7 +89,7 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image |
 
 _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+_ALPHA_MODES = ("LA", "PA", "RGBA")
 
 
 class ImageReadError(OSError, ValueError):
@@ -397,6 +397,10 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
         return Image.fromarray(arr).convert("RGB")
     if img.mode == "LAB":
         return _lab_to_rgb(img)
+    if img.mode in ("La", "RGBa"):  # premultiplied: on white, colour x alpha is there already
+        arr = np.asarray(img).astype(np.uint16)  # (H, W, 2 | 4), alpha last
+        on_white = np.minimum(arr[..., :-1] + (255 - arr[..., -1:]), 255).astype(np.uint8)
+        return Image.fromarray(on_white[..., 0] if img.mode == "La" else on_white).convert("RGB")
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -77,25 +77,28 @@ def load_model_choice(label: str, num_classes: int | None = None) -> Hierarchial
     return create_model(name, **overrides).eval()
 
 
-def load_image(source: str | Path | bytes | Image.Image | np.ndarray) -> Image.Image:
+def load_image(source: str | Path | bytes | Image.Image | np.ndarray, name: str | None = None) -> Image.Image:
     """`hvit.data.load_image` with the apps' limits: an RGB image from a path, the bytes of an upload, a
     PIL image or an (H, W[, C]) array.
 
     A path must name an image file (`IMAGE_SUFFIXES`) or have no suffix at all (a webcam capture), in
-    which case the content decides. Messages call a file by its name, not by its (temporary) path.
+    which case the content decides.
+
+    Args:
+        source: what the user gave.
+        name: how messages call it (default: a path's file name, not its temporary folder).
 
     Raises:
         ImageInputError: not a regular file, not an image, larger than `MAX_UPLOAD_BYTES` or
             `MAX_IMAGE_SIDE` pixels a side, or of an unsupported type.
     """
-    name = None
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.suffix and path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ImageInputError(
                 f"{path.name!r} is not a supported image file; use one of {', '.join(IMAGE_SUFFIXES)}"
             )
-        name = path.name
+        name = name or path.name
     return images.load_image(
         source,
         max_bytes=MAX_UPLOAD_BYTES,
