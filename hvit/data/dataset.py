@@ -48,7 +48,10 @@ def _is_visible(name: str) -> bool:
 
 def _overlaps(real: str, split_real: str) -> bool:
     """Whether a folder's real path is the split folder, inside it, or above it."""
-    common = os.path.commonpath([real, split_real])
+    try:
+        common = os.path.commonpath([real, split_real])
+    except ValueError:  # on different drives
+        return False
     return common in (real, split_real)
 
 
@@ -64,8 +67,13 @@ def _image_files(
         if (info.st_dev, info.st_ino) in seen:
             continue  # reached again through a link: its images are already counted
         seen.add((info.st_dev, info.st_ino))
-        with os.scandir(folder) as it:
-            entries = sorted((e for e in it if _is_visible(e.name)), key=lambda e: e.name)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted((e for e in it if _is_visible(e.name)), key=lambda e: e.name)
+        except OSError as err:
+            raise ImageReadError(
+                f"cannot list the folder '{folder}' ({err.strerror or err}); check that it is readable"
+            ) from err
         subfolders = []
         for entry in entries:
             if entry.is_dir():  # follows links

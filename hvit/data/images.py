@@ -157,9 +157,8 @@ def load_image(
         img = _from_array(source, label, *limits)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "the image data"
-        data = bytes(source)
-        _check_bytes(len(data), label, max_bytes)
-        img = _open_decoded(io.BytesIO(data), label, *limits)
+        _check_bytes(memoryview(source).nbytes, label, max_bytes)
+        img = _open_decoded(io.BytesIO(source), label, *limits)
     elif isinstance(source, (str, os.PathLike)):
         label = name or str(source)
         with _open_regular_file(Path(source), label, max_bytes) as f:
