@@ -37,6 +37,7 @@ class StageComplexity:
         attention_bytes: fp32 bytes of one block's attention probabilities for one image.
         activation_bytes: estimated fp32 bytes alive at once inside one block for one image (token
             stream, queries, keys and values, attention probabilities, MLP hidden layer).
+        depth: transformer blocks of the stage.
         notes: plain-words warnings about degenerate or wasteful settings.
     """
 
@@ -51,6 +52,7 @@ class StageComplexity:
     attention_macs: int
     attention_bytes: int
     activation_bytes: int = 0
+    depth: int = 1
     notes: list[str] = field(default_factory=list)
 
 
@@ -97,6 +99,13 @@ class ComplexityReport:
     def memory_bytes(self) -> int:
         """Estimated memory to hold the fp32 weights and run one image through them (inference)."""
         return 4 * self.total_params + self.activation_bytes
+
+    def training_bytes(self, batch_size: int) -> int:
+        """Estimated memory to train with AdamW on ``batch_size`` images: weights, gradients and two
+        moments (4 x 4 bytes per parameter), and every block's activations kept for the backward pass.
+        A lower bound: temporary buffers and the framework itself come on top."""
+        kept = sum(s.depth * s.activation_bytes for s in self.stages)
+        return 16 * self.total_params + batch_size * max(kept, self.activation_bytes)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat dict per stage, ready for a table widget."""
@@ -281,6 +290,7 @@ def model_complexity(
                 attention_macs=depth * attn_macs,
                 attention_bytes=attn_bytes,
                 activation_bytes=activation,
+                depth=depth,
                 notes=list(dict.fromkeys(notes)),
             )  # fmt: skip
         )
