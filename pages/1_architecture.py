@@ -162,6 +162,7 @@ with st.expander(
             st.text_input(
                 "SR ratio",
                 key=f"arch_sr_{i}",
+                max_chars=40,
                 help="Keys come from a grid this many times coarser. A list such as '4, 1' splits the heads "
                 "into groups that attend at different scales.",
             )

@@ -643,6 +643,7 @@ def read_checkpoint(path: str | Path, *, memory_budget: int | None = None) -> Ch
                 raise c.error(key, text, f"JSON ({e})") from e
             c.expect(isinstance(text, str), key, text, "a JSON string")
         config = _check_model(c, parsed["model"])
+        _check_budget(c, config, size, budget)  # first: an absurd size is refused with its figure
         _check_preprocessing(c, parsed["preprocessing"], config)
         _check_train_config(c, parsed["train_config"])
         _check_trainer(c, parsed["trainer"])
@@ -653,7 +654,6 @@ def read_checkpoint(path: str | Path, *, memory_budget: int | None = None) -> Ch
         _check_tensor_index(c, header, config)
         _check_optimizer(c, parsed["optimizer"], header)
         _check_rng(c, parsed["rng"], header)
-        _check_budget(c, config, size, budget)
         data = head + header_bytes + f.read()
 
     if _digest(data, header_len, version, digest) != digest:
