@@ -162,7 +162,6 @@ with st.expander(
             st.text_input(
                 "SR ratio",
                 key=f"arch_sr_{i}",
-                max_chars=40,
                 help="Keys come from a grid this many times coarser. A list such as '4, 1' splits the heads "
                 "into groups that attend at different scales.",
             )
@@ -181,7 +180,8 @@ def _parse_sr(text: str, stage: int) -> int | tuple[int, ...] | None:
         values = ()
     if not values or any(v < 1 for v in values):
         placeholders[("sr_ratios", stage)].error(
-            f"'{text}' is not an SR ratio: type a whole number such as 8 (or a list such as 4, 1).",
+            f"'{text if len(text) <= 24 else text[:21] + '...'}' is not an SR ratio: type a whole number "
+            "such as 8 (or a list such as 4, 1).",
             icon=":material/error:",
         )
         return None

@@ -92,6 +92,8 @@ def test_an_absurd_sr_ratio_is_explained_next_to_its_control() -> None:
     assert not at.exception
     assert any("Stage 1 SR ratio must be an int from 1 to 8,192" in e.value for e in at.error)
     assert not at.dataframe  # nothing is computed from an invalid configuration
+    at.text_input(key="arch_sr_0").set_value("9" * 5000).run()  # too long even to be a Python int
+    assert any("'999999999999999999999...' is not an SR ratio" in e.value for e in at.error)
     at.text_input(key="arch_sr_0").set_value("8192").run()  # the largest allowed: costed, not crashed
     assert not at.exception and not at.error
     assert at.dataframe[0].value["key grid"][0] == "1x1"
