@@ -11,7 +11,7 @@ the two attention matmuls (q k^T and attn v). Norms, activations, softmax and po
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,9 @@ class StageComplexity:
         macs: multiply-accumulates of the stage for one image, attention matmuls included.
         attention_macs: the part of ``macs`` spent in q k^T and attn v.
         attention_bytes: fp32 bytes of one block's attention probabilities for one image.
+        activation_bytes: estimated fp32 bytes alive at once inside one block for one image (token
+            stream, queries, keys and values, attention probabilities, MLP hidden layer).
+        depth: transformer blocks of the stage.
         notes: plain-words warnings about degenerate or wasteful settings.
     """
 
@@ -48,6 +51,8 @@ class StageComplexity:
     macs: int
     attention_macs: int
     attention_bytes: int
+    activation_bytes: int = 0
+    depth: int = 1
     notes: list[str] = field(default_factory=list)
 
 
@@ -63,6 +68,8 @@ class ComplexityReport:
         total_params: all parameters of the model.
         total_macs: all MACs for one image.
         notes: model-level warnings (e.g. resized position embeddings).
+        in_chans: channels of the input image.
+        stem_channels: width of the convolutional stem (0: none).
     """
 
     img_size: tuple[int, int]
@@ -72,10 +79,33 @@ class ComplexityReport:
     total_params: int
     total_macs: int
     notes: list[str] = field(default_factory=list)
+    in_chans: int = 3
+    stem_channels: int = 0
 
     @property
     def gmacs(self) -> float:
         return self.total_macs / 1e9
+
+    @property
+    def activation_bytes(self) -> int:
+        """Estimated peak fp32 activation memory of one image in inference (the largest block, or the
+        full-resolution input and stem). Training keeps activations for the backward pass: several
+        times more."""
+        h, w = self.img_size
+        image = 4 * h * w * (self.in_chans + 2 * self.stem_channels)
+        return max([image, *(s.activation_bytes for s in self.stages)])
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated memory to hold the fp32 weights and run one image through them (inference)."""
+        return 4 * self.total_params + self.activation_bytes
+
+    def training_bytes(self, batch_size: int) -> int:
+        """Estimated memory to train with AdamW on ``batch_size`` images: weights, gradients and two
+        moments (4 x 4 bytes per parameter), and every block's activations kept for the backward pass.
+        A lower bound: temporary buffers and the framework itself come on top."""
+        kept = sum(s.depth * s.activation_bytes for s in self.stages)
+        return 16 * self.total_params + batch_size * max(kept, self.activation_bytes)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat dict per stage, ready for a table widget."""
@@ -114,10 +144,42 @@ def _num_params(module: torch.nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
+def _skeleton(config: HViTConfig) -> HierarchialViT:
+    """The model of ``config`` with one block per stage, on the meta device (no memory, no time).
+
+    The blocks of a stage all have the same shapes, so one stands for ``depth`` of them: this is what
+    lets a configuration with thousands of blocks be costed (and refused) without building them.
+    """
+    with torch.device("meta"):
+        return HierarchialViT.from_config(
+            replace(config, depths=(1,) * config.num_stages, drop_path_rate=0.0)
+        )
+
+
+def state_shapes(config: HViTConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor in the ``state_dict`` of the model ``config`` describes.
+
+    Computed without building the model (see `_skeleton`), so a checkpoint's tensors can be checked
+    against its stored configuration before anything is allocated.
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    for name, tensor in _skeleton(config).state_dict().items():
+        parts = name.split(".")
+        if parts[0] == "stages" and parts[2] == "blocks":  # stages.<i>.blocks.0.<rest>: one per block
+            for j in range(config.depths[int(parts[1])]):
+                out[".".join([*parts[:3], str(j), *parts[4:]])] = tuple(tensor.shape)
+        else:
+            out[name] = tuple(tensor.shape)
+    return out
+
+
 def model_complexity(
     model: HierarchialViT | HViTConfig, img_size: int | tuple[int, int] | None = None
 ) -> ComplexityReport:
-    """Analyse a model (or a config, built on the meta device: no memory, no time) at ``img_size``.
+    """Analyse a model, or a config without building it, at ``img_size``.
+
+    A config is analysed from a one-block-per-stage skeleton on the meta device, so even one far too
+    large to build (thousands of blocks, a million channels) is costed at once and without memory.
 
     Args:
         model: an `HierarchialViT` or an `HViTConfig`.
@@ -128,9 +190,9 @@ def model_complexity(
         included), attention memory and plain-words warnings, plus totals.
     """
     if isinstance(model, HViTConfig):
-        with torch.device("meta"):
-            model = HierarchialViT.from_config(model)
-    cfg = model.config
+        cfg, model = model, _skeleton(model)
+    else:
+        cfg = model.config
     size = img_size if img_size is not None else cfg.img_size
     h_img, w_img = (size, size) if isinstance(size, int) else tuple(size)
     if min(h_img, w_img) < 1:
@@ -172,7 +234,7 @@ def model_complexity(
         hidden = int(c * cfg.mlp_ratios[i])
         key_grids, keys = [], []
         block_macs = (n + p) * c * c * 2  # q projection and output projection
-        attn_macs = attn_bytes = 0
+        attn_macs = attn_bytes = kv_values = 0
         for r in groups:
             if cfg.linear_sra:
                 kg = (cfg.pool_size, cfg.pool_size)
@@ -207,8 +269,14 @@ def model_complexity(
             block_macs += m * c * 2 * cg  # this group's keys and values
             attn_macs += 2 * (n + p) * m * cg  # q k^T and attn v for this group's heads
             attn_bytes += (cfg.num_heads[i] // len(groups)) * (n + p) * m * 4
+            kv_values += 2 * m * cg
         block_macs += 2 * (n + p) * c * hidden + (n * hidden * 9 if cfg.mlp_dwconv else 0)
         depth = cfg.depths[i]
+        # One block, alive at once: input, normed input and queries (3 x C per token), keys and values,
+        # the attention probabilities, and the MLP's hidden layer before and after its activation.
+        activation = 4 * ((n + p) * (3 * c + 2 * hidden) + kv_values) + attn_bytes
+        block_params = _num_params(stage.blocks[0]) if len(stage.blocks) else 0
+        stage_params = _num_params(stage) + (depth - len(stage.blocks)) * block_params
         stages.append(
             StageComplexity(
                 stage=i + 1,
@@ -217,10 +285,12 @@ def model_complexity(
                 tokens=n,
                 prefix_tokens=p,
                 keys=keys,
-                params=_num_params(stage) + (_num_params(model.patch_embed) if i == 0 else 0),
+                params=stage_params + (_num_params(model.patch_embed) if i == 0 else 0),
                 macs=embed_macs + depth * (block_macs + attn_macs),
                 attention_macs=depth * attn_macs,
                 attention_bytes=attn_bytes,
+                activation_bytes=activation,
+                depth=depth,
                 notes=list(dict.fromkeys(notes)),
             )  # fmt: skip
         )
@@ -228,8 +298,9 @@ def model_complexity(
 
     head_macs = cfg.embed_dims[-1] * cfg.num_classes
     head_params = _num_params(model.norm) + _num_params(model.head)
-    total_params = _num_params(model)
+    total_params = sum(s.params for s in stages) + head_params
     return ComplexityReport(
         img_size=(h_img, w_img), stages=stages, head_params=head_params, head_macs=head_macs,
         total_params=total_params, total_macs=sum(s.macs for s in stages) + head_macs, notes=report_notes,
+        in_chans=cfg.in_chans, stem_channels=cfg.stem_channels,
     )  # fmt: skip

@@ -8,6 +8,7 @@ value, and what would be valid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -15,6 +16,27 @@ from typing import Any
 # An SR ratio is an int (PVT: every head attends over one reduced grid) or a tuple of ints (several
 # head groups, each over its own grid: attention at several scales at once, as in Shunted Transformer).
 SRRatio = int | tuple[int, ...]
+
+# Upper bounds of the structural settings. They are far above any model that trains on one machine
+# (the memory budget of `hvit.complexity` refuses large ones long before); they exist so that a typo or
+# a hostile file (an SR ratio of 10**30, a million-block stage) gets a message instead of an integer
+# overflow inside a C++ kernel or hours spent building modules.
+MAX_SIDE = 8192  # pixels: img_size, patch_size, pool_size, downsample_stride, SR ratios
+MAX_WIDTH = 65536  # channels: embed_dims, in_chans, stem_channels
+MAX_HEADS = 1024
+MAX_DEPTH = 1024  # blocks per stage
+MAX_STAGES = 16
+MAX_CLASSES = 1_000_000
+MAX_MLP_RATIO = 64.0
+BOOL_FIELDS = (
+    "qkv_bias",
+    "overlap_patch_embed",
+    "pos_embed",
+    "cls_token",
+    "mlp_dwconv",
+    "linear_sra",
+    "stage_norm",
+)
 
 
 @dataclass(frozen=True)
@@ -120,16 +142,23 @@ class HViTConfig:
         """
         out: list[ConfigProblem] = []
 
-        def positive_int(name: str, v: Any, minimum: int = 1) -> bool:
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                out.append(ConfigProblem(name, f"{name} must be an int >= {minimum}, got {v!r}"))
+        def positive_int(name: str, v: Any, minimum: int = 1, maximum: int | None = None) -> bool:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum and v > maximum):
+                valid = f"an int >= {minimum}" if maximum is None else f"an int from {minimum} to {maximum:,}"
+                out.append(ConfigProblem(name, f"{name} must be {valid}, got {_short(v)}"))
                 return False
             return True
 
-        for name in ("img_size", "patch_size", "in_chans", "pool_size", "downsample_stride"):
-            positive_int(name, getattr(self, name))
-        positive_int("num_classes", self.num_classes, minimum=0)
-        positive_int("stem_channels", self.stem_channels, minimum=0)
+        for name in ("img_size", "patch_size", "pool_size", "downsample_stride"):
+            positive_int(name, getattr(self, name), maximum=MAX_SIDE)
+        positive_int("in_chans", self.in_chans, maximum=MAX_WIDTH)
+        positive_int("num_classes", self.num_classes, minimum=0, maximum=MAX_CLASSES)
+        positive_int("stem_channels", self.stem_channels, minimum=0, maximum=MAX_WIDTH)
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                out.append(
+                    ConfigProblem(name, f"{name} must be true or false, got {_short(getattr(self, name))}")
+                )
 
         per_stage = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
         for name in per_stage:
@@ -137,8 +166,12 @@ class HViTConfig:
             if not isinstance(v, tuple) or len(v) == 0:
                 out.append(
                     ConfigProblem(
-                        name, f"{name} must be a non-empty list with one value per stage, got {v!r}"
+                        name, f"{name} must be a non-empty list with one value per stage, got {_short(v)}"
                     )
+                )
+            elif len(v) > MAX_STAGES:
+                out.append(
+                    ConfigProblem(name, f"{name} has {len(v)} stages; at most {MAX_STAGES} are supported")
                 )
         if out and any(p.field in per_stage for p in out):
             return out
@@ -151,14 +184,15 @@ class HViTConfig:
             ))  # fmt: skip
             return out
         for i in range(self.num_stages):
-            dim_ok = positive_int(f"embed_dims[{i}]", self.embed_dims[i])
-            heads_ok = positive_int(f"num_heads[{i}]", self.num_heads[i])
-            positive_int(f"depths[{i}]", self.depths[i])
+            dim_ok = positive_int(f"embed_dims[{i}]", self.embed_dims[i], maximum=MAX_WIDTH)
+            heads_ok = positive_int(f"num_heads[{i}]", self.num_heads[i], maximum=MAX_HEADS)
+            positive_int(f"depths[{i}]", self.depths[i], maximum=MAX_DEPTH)
             m = self.mlp_ratios[i]
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
-                out.append(
-                    ConfigProblem(f"mlp_ratios[{i}]", f"mlp_ratios[{i}] must be a positive number, got {m!r}")
-                )
+            if not _number(m) or not 0 < m <= MAX_MLP_RATIO:
+                out.append(ConfigProblem(
+                    f"mlp_ratios[{i}]",
+                    f"mlp_ratios[{i}] must be a number above 0 and at most {MAX_MLP_RATIO:g}, got {_short(m)}",
+                ))  # fmt: skip
             if dim_ok and heads_ok and self.embed_dims[i] % self.num_heads[i]:
                 out.append(ConfigProblem(
                     f"num_heads[{i}]",
@@ -169,11 +203,12 @@ class HViTConfig:
             groups = self.sr_ratios[i]
             groups = (groups,) if not isinstance(groups, tuple) else groups
             if len(groups) == 0 or any(
-                isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in groups
+                isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_SIDE for r in groups
             ):
                 out.append(ConfigProblem(
                     f"sr_ratios[{i}]",
-                    f"sr_ratios[{i}] must be an int >= 1 or a list of them, got {self.sr_ratios[i]!r}",
+                    f"sr_ratios[{i}] must be an int from 1 to {MAX_SIDE:,} or a list of them, "
+                    f"got {_short(self.sr_ratios[i])}",
                 ))  # fmt: skip
             elif heads_ok and self.num_heads[i] % len(groups):
                 out.append(ConfigProblem(
@@ -183,12 +218,12 @@ class HViTConfig:
                 ))  # fmt: skip
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                out.append(ConfigProblem(name, f"{name} must be a probability in [0, 1), got {v!r}"))
-        if not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
-            out.append(
-                ConfigProblem("norm_eps", f"norm_eps must be a positive number, got {self.norm_eps!r}")
-            )
+            if not _number(v) or not 0.0 <= v < 1.0:
+                out.append(ConfigProblem(name, f"{name} must be a probability in [0, 1), got {_short(v)}"))
+        if not _number(self.norm_eps) or not 0 < self.norm_eps < 1:
+            out.append(ConfigProblem(
+                "norm_eps", f"norm_eps must be a number above 0 and below 1, got {_short(self.norm_eps)}"
+            ))  # fmt: skip
         if self.overlap_patch_embed and isinstance(self.patch_size, int) and self.patch_size < 2:
             out.append(ConfigProblem(
                 "patch_size", "overlap_patch_embed needs patch_size >= 2 (its kernel is 2*patch_size-1)"
@@ -211,6 +246,17 @@ class HViTConfig:
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}; valid fields are {sorted(known)}")
         return cls(**d)
+
+
+def _number(v: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)``, cut to ``limit`` characters: a hostile value must not flood a message."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_config(**fields_: Any) -> list[ConfigProblem]:

@@ -180,7 +180,8 @@ def _parse_sr(text: str, stage: int) -> int | tuple[int, ...] | None:
         values = ()
     if not values or any(v < 1 for v in values):
         placeholders[("sr_ratios", stage)].error(
-            f"'{text}' is not an SR ratio: type a whole number such as 8 (or a list such as 4, 1).",
+            f"'{text if len(text) <= 24 else text[:21] + '...'}' is not an SR ratio: type a whole number "
+            "such as 8 (or a list such as 4, 1).",
             icon=":material/error:",
         )
         return None

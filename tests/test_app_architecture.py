@@ -84,3 +84,16 @@ def test_a_preset_with_a_convolutional_stem_says_so_and_counts_it() -> None:
     assert stemmed["parameters"][0] != plain["parameters"][0] and stemmed["MMACs"][0] > plain["MMACs"][0]
     assert list(stemmed["parameters"][1:]) == list(plain["parameters"][1:])
     assert not at.exception
+
+
+def test_an_absurd_sr_ratio_is_explained_next_to_its_control() -> None:
+    at = _page()
+    at.text_input(key="arch_sr_0").set_value("1" + "0" * 30).run()  # 10**30: once an overflow in C++
+    assert not at.exception
+    assert any("Stage 1 SR ratio must be an int from 1 to 8,192" in e.value for e in at.error)
+    assert not at.dataframe  # nothing is computed from an invalid configuration
+    at.text_input(key="arch_sr_0").set_value("9" * 5000).run()  # too long even to be a Python int
+    assert any("'999999999999999999999...' is not an SR ratio" in e.value for e in at.error)
+    at.text_input(key="arch_sr_0").set_value("8192").run()  # the largest allowed: costed, not crashed
+    assert not at.exception and not at.error
+    assert at.dataframe[0].value["key grid"][0] == "1x1"

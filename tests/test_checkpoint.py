@@ -73,7 +73,7 @@ def test_refuses_what_is_not_a_matching_checkpoint(tmp_path):
     flipped = bytearray(data)
     flipped[-100] ^= 0xFF  # one byte of one weight
     (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
-    with pytest.raises(CheckpointError, match="corrupt: its tensor bytes do not match"):
+    with pytest.raises(CheckpointError, match="corrupt: its metadata or tensor bytes do not match"):
         load_checkpoint(tmp_path / "flipped.safetensors")
 
     other = tiny_model(embed_dims=(16, 32, 64, 96))

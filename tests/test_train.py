@@ -269,7 +269,7 @@ def trainer_dist():
 # --- command line ---------------------------------------------------------------------------------------
 
 
-def test_cli_trains_a_folder_of_grayscale_digits_and_resumes(tmp_path):
+def test_cli_trains_a_folder_of_grayscale_digits_and_resumes(tmp_path, capsys):
     # Ten classes of 28x28 grayscale PNGs and no validation folder: the layout a user brings.
     rng = np.random.default_rng(0)
     for c in range(10):
@@ -291,5 +291,7 @@ def test_cli_trains_a_folder_of_grayscale_digits_and_resumes(tmp_path):
     assert ckpt.trainer["epoch"] == 1 and len(ckpt.trainer["history"]) == 1
     assert cli_main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
     assert read_checkpoint(out).trainer["epoch"] == 2
-    with pytest.raises(SystemExit, match="--lr 0.5 differs from the resumed run's 0.001"):
+    with pytest.raises(SystemExit) as exit_info:
         cli_main(["--resume", str(out), "--lr", "0.5"])
+    assert exit_info.value.code == 2
+    assert "--lr 0.5 differs from the resumed run's 0.001" in capsys.readouterr().err

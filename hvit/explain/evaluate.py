@@ -23,6 +23,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from hvit.command_line import (
+    UsageError,
+    add_debug_flag,
+    check_output_file,
+    device_memory_bytes,
+    int_in,
+    reporting_errors,
+)
 from hvit.explain._inputs import prepare_images
 from hvit.explain.attribution import METHODS, AttributionSettings, compute_attribution
 from hvit.explain.faithfulness import (
@@ -34,6 +42,7 @@ from hvit.explain.faithfulness import (
 )
 from hvit.explain.rollout import attention_rollout
 from hvit.explain.views import attention_views
+from hvit.train.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -267,22 +276,48 @@ def evaluate_explanations(
     return EvaluationReport(rows, n, correct / n, mask_total / n, curves_out)
 
 
-def main(argv: Sequence[str] | None = None) -> EvaluationReport:
-    """Command line: ``python -m hvit.explain.evaluate --checkpoint PATH`` prints the score table."""
-    p = argparse.ArgumentParser(prog="python -m hvit.explain.evaluate", description=__doc__.splitlines()[0])
+PROG = "python -m hvit.explain.evaluate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; every number is range-checked as it is parsed."""
+    from hvit.registry import list_models
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="model checkpoint (default: the shipped shapes model)")
-    src.add_argument("--model", help="a registry name with random weights instead (smoke test)")
-    p.add_argument("--num-images", type=int, default=100, help="held-out shapes images (default 100)")
+    src.add_argument("--model", choices=list_models(), metavar="MODEL",
+                     help="a registry name with random weights instead (smoke test)")  # fmt: skip
+    p.add_argument("--num-images", type=int_in(1, 100_000), default=100, help="held-out shapes images")
     p.add_argument("--split", default="test", help="shapes split to draw them from (default test)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the shapes set and of the checks")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=16, help="deletion / insertion steps")
+    p.add_argument("--seed", type=int_in(0), default=0, help="seed of the shapes set and of the checks")
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=16)
+    p.add_argument("--steps", type=int_in(1, 1000), default=16, help="deletion / insertion steps")
     p.add_argument("--methods", nargs="*", help="only these methods (names as in the table)")
     p.add_argument("--no-randomization", action="store_true", help="skip the model-randomisation check")
     p.add_argument("--json", help="also write the report (with curves) to this JSON file")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    a = p.parse_args(argv)
+    p.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch CPU threads")
+    add_debug_flag(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> EvaluationReport:
+    """Command line: ``python -m hvit.explain.evaluate --checkpoint PATH`` prints the score table.
+
+    Arguments and the ``--json`` file are checked before the model is loaded, the methods before any
+    image is made. A failure prints what was wrong on stderr, without a traceback (``--debug`` shows it).
+
+    Raises:
+        SystemExit: 2 for a usage error, 1 for another failure (e.g. a damaged checkpoint).
+    """
+    a = build_parser().parse_args(argv)
+    with reporting_errors(PROG, a.debug):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> EvaluationReport:
+    if a.json:
+        check_output_file(a.json, "--json")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -299,7 +334,20 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
 
         path = a.checkpoint or shipped_checkpoint()
         model, source = load_checkpoint(path).eval(), str(path)
+    available = list(explanation_methods(model))
+    unknown = [m for m in a.methods or () if m not in available]
+    if unknown:
+        raise UsageError(f"--methods: unknown {unknown}; the methods of this model are {available}")
     size = model.preprocessing.img_size
+    if size < 8:
+        raise UsageError(f"the model takes {size} px images; the shapes test images need at least 8 px")
+    memory = device_memory_bytes(torch.device("cpu"))
+    needed = a.num_images * size * size * 4  # pixels and masks, made in memory
+    if memory is not None and needed > memory // 2:
+        raise UsageError(
+            f"--num-images {a.num_images} at {size} px needs {needed / 2**30:.1f} GiB for the images alone, "
+            f"more than half of this machine's {memory / 2**30:.1f} GiB: use fewer images"
+        )
     images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split)
     t0 = time.perf_counter()
     report = evaluate_explanations(
@@ -319,8 +367,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     )
     print(report.to_markdown())
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(report.to_dict(), fh, indent=1)
+        atomic_write_bytes(a.json, json.dumps(report.to_dict(), indent=1).encode())
     return report
 
 

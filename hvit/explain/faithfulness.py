@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from scipy.stats import rankdata
 from torch import nn
 
 from hvit.explain._inputs import eval_mode
@@ -181,11 +180,23 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = True) -> torch.T
         fa, fb = np.abs(fa), np.abs(fb)
     out = []
     for u, v in zip(fa, fb, strict=True):
-        ru, rv = rankdata(u), rankdata(v)
+        ru, rv = _average_ranks(u), _average_ranks(v)
         ru, rv = ru - ru.mean(), rv - rv.mean()
         denom = math.sqrt(float((ru * ru).sum() * (rv * rv).sum()))
         out.append(float((ru * rv).sum()) / denom if denom > 0 else float("nan"))
     return torch.tensor(out)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, ties sharing their average rank (scipy's ``rankdata`` default)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    # Start of each run of equal values; a run from i to j-1 (0-based) gets the mean rank (i + 1 + j) / 2.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)
+    return ranks
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

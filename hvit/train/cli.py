@@ -28,10 +28,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from hvit.command_line import (
+    UsageError,
+    add_debug_flag,
+    check_device,
+    check_output_file,
+    device_memory_bytes,
+    float_in,
+    int_in,
+    reporting_errors,
+)
+from hvit.config import MAX_SIDE
 from hvit.data import AUGMENTATIONS, BUILTIN_DATASETS, build_transforms, dataset_stats, load_dataset
 from hvit.preprocessing import Preprocessing
 from hvit.train.callbacks import ProgressBar
-from hvit.train.checkpoint import read_checkpoint
+from hvit.train.checkpoint import CheckpointError, read_checkpoint
 from hvit.train.config import TrainConfig
 from hvit.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from hvit.train.trainer import HViTTrainer, NonFiniteLossError
@@ -44,13 +55,20 @@ logger = logging.getLogger("hvit.train")
 _MIN_IMAGES = 60_000
 
 # Settings that may change when resuming: they do not change what is computed.
-_RESUMABLE_OVERRIDES = {"epochs", "workers", "device", "output", "threads", "progress", "data_dir", "resume"}
+_RESUMABLE_OVERRIDES = {
+    "epochs", "workers", "device", "output", "threads", "progress", "data_dir", "resume", "overwrite", "debug",
+}  # fmt: skip
+# Arguments about this invocation only: not stored in the checkpoint's record of the run.
+_NOT_STORED = ("resume", "overwrite", "debug")
+PROG = "python -m hvit.train"
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The command-line parser. With ``suppress_defaults`` only the options actually given appear."""
+    import hvit.registry as registry
+
     p = argparse.ArgumentParser(
-        prog="python -m hvit.train",
+        prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -59,7 +77,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     def add(*flags: str, default: Any = None, **kw: Any) -> None:
         p.add_argument(*flags, default=argparse.SUPPRESS if suppress_defaults else default, **kw)
 
-    add("--model", default="hvit_nano_stem", help="registered model (hvit.list_models())")
+    positive, non_negative = int_in(1), int_in(0)
+    add("--model", default="hvit_nano_stem", choices=registry.list_models(), metavar="MODEL",
+        help="registered model: " + ", ".join(registry.list_models()))  # fmt: skip
     add(
         "--dataset",
         default="shapes",
@@ -69,10 +89,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--data-dir",
         help="where MNIST / Fashion-MNIST / CIFAR-10 are (default $HVIT_DATA_DIR or ~/.cache/hvit/data)",
     )
-    add("--img-size", type=int, help="input size (default: the model's)")
-    add("--train-size", type=int, default=6000, help="shapes: generated training images")
-    add("--val-size", type=int, default=1000, help="shapes: generated validation images")
-    add("--data-seed", type=int, default=0, help="shapes: seed of the generated images")
+    add("--img-size", type=int_in(8, MAX_SIDE), help="input size in pixels (default: the model's)")
+    add("--train-size", type=positive, default=6000, help="shapes: generated training images")
+    add("--val-size", type=positive, default=1000, help="shapes: generated validation images")
+    add("--data-seed", type=non_negative, default=0, help="shapes: seed of the generated images")
     add(
         "--val-split",
         default="auto",
@@ -83,31 +103,44 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         choices=AUGMENTATIONS,
         help="training augmentation (default: strong for cifar10, else light)",
     )
-    add("--drop-path-rate", type=float, default=0.0, help="stochastic depth of the model")
+    add(
+        "--drop-path-rate",
+        type=float_in(0, 1, hi_open=True),
+        default=0.0,
+        help="stochastic depth of the model",
+    )
     add(
         "--epochs",
-        type=int,
+        type=positive,
         help=f"default: {d.epochs}, or more on small data sets, so that training sees at least {_MIN_IMAGES:,} images (at most 100 epochs)",
     )
-    add("--batch-size", type=int, default=d.batch_size, help="per process")
-    add("--lr", type=float, default=d.lr, help="peak learning rate")
-    add("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    add("--warmup-epochs", type=float, default=d.warmup_epochs)
-    add("--beta2", type=float, default=d.beta2, help="AdamW's second-moment decay")
-    add("--weight-decay", type=float, default=d.weight_decay)
-    add("--label-smoothing", type=float, default=d.label_smoothing)
-    add("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm; 0 disables")
+    inf = math.inf
+    add("--batch-size", type=positive, default=d.batch_size, help="per process")
+    add("--lr", type=float_in(0, inf, lo_open=True, hi_open=True), default=d.lr, help="peak learning rate")
+    add("--min-lr-ratio", type=float_in(0, 1), default=d.min_lr_ratio)
+    add("--warmup-epochs", type=float_in(0, inf, hi_open=True), default=d.warmup_epochs)
+    add("--beta2", type=float_in(0, 1, hi_open=True), default=d.beta2, help="AdamW's second-moment decay")
+    add("--weight-decay", type=float_in(0, inf, hi_open=True), default=d.weight_decay)
+    add("--label-smoothing", type=float_in(0, 1, hi_open=True), default=d.label_smoothing)
+    add(
+        "--grad-clip",
+        type=float_in(0, inf, hi_open=True),
+        default=d.grad_clip,
+        help="max gradient norm; 0 disables",
+    )
     add("--no-amp", dest="amp", action="store_false", default=True, help="disable bf16 autocast on CUDA")
-    add("--seed", type=int, default=d.seed)
-    add("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    add("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    add("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
+    add("--seed", type=non_negative, default=d.seed)
+    add("--workers", type=int_in(0, 256), default=d.workers, help="DataLoader worker processes")
+    add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    add("--threads", type=int_in(1, 1024), help="torch CPU threads per process (default: torch's choice)")
     add(
         "--output",
         help="checkpoint file (default runs/<model>-<dataset>.safetensors; with --resume, that file)",
     )
+    add("--overwrite", action="store_true", default=False, help="replace an existing checkpoint at --output")
     add("--resume", help="checkpoint to continue from; the run's other settings are read from it")
     add("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
+    add_debug_flag(p, default=argparse.SUPPRESS if suppress_defaults else False)
     return p
 
 
@@ -135,6 +168,20 @@ def _resolve_val(args: argparse.Namespace, train_full: Dataset, val_full_for: An
     n_val = max(1, n // 10)
     logger.info("no 'val' or 'test' folder in %s: validating on %d held-out training images", root, n_val)
     return Subset(train_full, sorted(perm[n_val:])), Subset(val_full_for("train"), sorted(perm[:n_val]))
+
+
+def _check_not_empty(args: argparse.Namespace, train_full: Dataset, train: Dataset, val: Dataset) -> None:
+    """No silent no-ops: training on nothing, or validating on nothing, is an error that says why."""
+    where = _dataset_label(args.dataset)
+    if len(train_full) == 0:
+        raise ValueError(f"the training split of {where} holds no images: there is nothing to train on")
+    if len(train) == 0:
+        raise ValueError(
+            f"{where} holds only {len(train_full)} training image(s), and all of them are held out for "
+            "validation (there is no 'val' or 'test' folder): add images to its train folder, or a val folder"
+        )
+    if len(val) == 0:
+        raise ValueError(f"the validation split of {where} holds no images: add some, or choose --val-split")
 
 
 def prepare_run(
@@ -174,6 +221,7 @@ def prepare_run(
             )
     else:
         train_data, val_data, val_base = train_full, load("val"), None
+    _check_not_empty(args, train_full, train_data, val_data)
 
     if args.epochs is None:
         args.epochs = max(TrainConfig().epochs, min(100, math.ceil(_MIN_IMAGES / max(len(train_data), 1))))
@@ -193,7 +241,7 @@ def prepare_run(
     )  # fmt: skip
     trainer = HViTTrainer(model, None, None, device, config, train_data=train_data, val_data=val_data)
     trainer.extra = {
-        "cli": {k: v for k, v in vars(args).items() if k not in ("resume",)},
+        "cli": {k: v for k, v in vars(args).items() if k not in _NOT_STORED},
         "dataset": _dataset_label(args.dataset),
     }
     if dist is None or dist.is_main:
@@ -205,20 +253,45 @@ def prepare_run(
     return trainer
 
 
+def _check_stored_args(path: str, stored: Any) -> None:
+    """The run's settings stored in a checkpoint pass the same checks as typed arguments."""
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint '{path}' has an invalid extra.cli: {stored!r:.80}, not a mapping")
+    for action in build_parser()._actions:
+        value = stored.get(action.dest)
+        if value is None or action.dest not in stored:
+            continue
+        try:
+            if action.type is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                    raise argparse.ArgumentTypeError(f"{value!r:.80} is not a single value")
+                action.type(str(value))
+            if action.choices is not None and value not in action.choices:
+                raise argparse.ArgumentTypeError(f"{value!r:.80} is not one of {', '.join(action.choices)}")
+            if action.type is None and action.choices is None and not isinstance(value, (str, bool)):
+                raise argparse.ArgumentTypeError(f"{value!r:.80} is not a string or true/false")
+        except argparse.ArgumentTypeError as e:
+            raise CheckpointError(
+                f"checkpoint '{path}' stores an invalid setting for {action.option_strings[0]}: {e}"
+            ) from None
+
+
 def _merge_resume(args: argparse.Namespace, explicit: argparse.Namespace) -> argparse.Namespace:
     ckpt = read_checkpoint(args.resume)
     stored = ckpt.extra.get("cli")
     if not stored:
-        raise SystemExit(
-            f"error: {args.resume} was not written by python -m hvit.train, so its run cannot be resumed from the command line"
+        raise UsageError(
+            f"{args.resume} was not written by python -m hvit.train, so its run cannot be resumed from the "
+            "command line; resume it from Python with HViTTrainer.load_checkpoint"
         )
+    _check_stored_args(args.resume, stored)
     merged = argparse.Namespace(**{**vars(args), **stored})
     for key, value in vars(explicit).items():
         if key in _RESUMABLE_OVERRIDES:
             setattr(merged, key, value)
         elif stored.get(key) != value:
-            raise SystemExit(
-                f"error: --{key.replace('_', '-')} {value} differs from the resumed run's {stored.get(key)!r}; "
+            raise UsageError(
+                f"--{key.replace('_', '-')} {value} differs from the resumed run's {stored.get(key)!r}; "
                 f"a resumed run keeps its settings (only {', '.join(sorted(_RESUMABLE_OVERRIDES))} may change)"
             )
     merged.resume = args.resume
@@ -226,11 +299,83 @@ def _merge_resume(args: argparse.Namespace, explicit: argparse.Namespace) -> arg
     return merged
 
 
+def check_args(args: argparse.Namespace) -> torch.device:
+    """Every check that needs no data and no model, in one place, so a bad invocation fails in a second.
+
+    Checks the device, the data set's name or folder, the output file (a file, writable, and not an
+    existing checkpoint unless ``--overwrite`` or it is the run being resumed), the training settings
+    and the model configuration, and refuses a run whose estimated memory exceeds the device's.
+    Fills in the default ``args.output``.
+
+    Returns:
+        The device to train on.
+
+    Raises:
+        UsageError: what is wrong and what would work.
+    """
+    import hvit.registry as registry
+    from hvit.complexity import model_complexity
+
+    device = check_device(args.device)
+    if args.dataset not in BUILTIN_DATASETS and not Path(args.dataset).expanduser().is_dir():
+        raise UsageError(
+            f"--dataset {args.dataset!r} is neither a built-in data set ({', '.join(BUILTIN_DATASETS)}) nor "
+            "a folder of images laid out as root/<split>/<class>/<image>"
+        )
+    if args.output is None:
+        args.output = f"runs/{args.model}-{_dataset_label(args.dataset)}.safetensors"
+    resuming_it = bool(args.resume) and Path(args.output).resolve() == Path(args.resume).resolve()
+    check_output_file(args.output, "--output", overwrite=args.overwrite or resuming_it)
+    try:
+        epochs = args.epochs or TrainConfig().epochs
+        TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, min_lr_ratio=args.min_lr_ratio,
+                    warmup_epochs=min(args.warmup_epochs, epochs), beta2=args.beta2,
+                    weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                    grad_clip=args.grad_clip or None, seed=args.seed, workers=args.workers)  # fmt: skip
+        overrides = {
+            k: v for k, v in (("img_size", args.img_size), ("drop_path_rate", args.drop_path_rate)) if v
+        }
+        config = registry.model_config(args.model, **overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    available = device_memory_bytes(device)
+    needed = model_complexity(config).training_bytes(args.batch_size)
+    if args.dataset == "shapes":  # generated in memory: pixels and masks
+        needed += (args.train_size + args.val_size) * config.img_size**2 * 4
+    if available is not None and needed > available:
+        gib = 2**30
+        raise UsageError(
+            f"training {args.model} at {config.img_size} px with batches of {args.batch_size} needs at least "
+            f"{needed / gib:,.1f} GiB, but the {device.type} has {available / gib:,.1f} GiB: use a smaller "
+            "--img-size or --batch-size"
+            + (" or fewer generated images (--train-size, --val-size)" if args.dataset == "shapes" else "")
+        )
+    return device
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok or stopped, 1 failed)."""
+    """Run the command line.
+
+    Every argument, the output file and the device are checked before any data or model is built. A
+    failure prints what was wrong and what to do on stderr, without a traceback (``--debug`` shows it).
+
+    Returns:
+        0 when the run finished or was stopped (resumable); 1 when training diverged.
+
+    Raises:
+        SystemExit: 2 for a usage error, 1 for another failure, 130 when interrupted while preparing.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     explicit = build_parser(suppress_defaults=True).parse_args(argv)
+    with reporting_errors(PROG, args.debug):
+        if args.resume:
+            args = _merge_resume(args, explicit)
+        check_args(args)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     dist, device = init_distributed(args.device)
     logging.basicConfig(
         level=logging.INFO if dist.is_main else logging.WARNING,
@@ -239,10 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.resume:
-        args = _merge_resume(args, explicit)
-    if args.output is None:
-        args.output = f"runs/{args.model}-{_dataset_label(args.dataset)}.safetensors"
     try:
         trainer = prepare_run(args, dist, device)
         if args.resume:

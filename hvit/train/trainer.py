@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from hvit.metrics import confusion_matrix, metrics_from_confusion, topk_correct
 from hvit.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
     capture_rng_state,
     check_compatible,
     read_checkpoint,
@@ -173,6 +174,18 @@ class _ShardSampler(Sampler[int]):
 
 
 # --- the trainer ----------------------------------------------------------------------------------------
+
+
+def _check_optimizer_fits(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Raise `CheckpointError` unless the stored optimiser state has this optimiser's groups and sizes."""
+    stored = [len(g["params"]) for g in ckpt.optimizer["state_dict"]["param_groups"]]
+    current = [len(g["params"]) for g in optimizer.param_groups]
+    if stored != current:
+        raise CheckpointError(
+            f"checkpoint '{ckpt.path}' holds optimiser state for parameter groups of sizes {stored}, but "
+            f"this run's optimiser has groups of sizes {current}: it was written for another model or "
+            "optimiser set-up, so the run cannot resume from it"
+        )
 
 
 class HViTTrainer:
@@ -603,13 +616,18 @@ class HViTTrainer:
         """
         ckpt = read_checkpoint(path)
         check_compatible(ckpt, self.module)
+        restore_optimizer = (
+            ckpt.optimizer is not None and ckpt.optimizer["class"] == type(self.optimizer).__name__
+        )
+        if restore_optimizer:
+            _check_optimizer_fits(ckpt, self.optimizer)  # before anything is restored: all or nothing
         self.module.load_state_dict(ckpt.state_dict)
         if ckpt.preprocessing is not None and hasattr(self.module, "preprocessing"):
             from hvit.preprocessing import Preprocessing
 
             self.module.preprocessing = Preprocessing.from_dict(ckpt.preprocessing)
         if ckpt.optimizer is not None:
-            if ckpt.optimizer["class"] != type(self.optimizer).__name__:
+            if not restore_optimizer:
                 logger.warning(
                     "checkpoint optimiser is %s, this trainer uses %s: optimiser state not restored",
                     ckpt.optimizer["class"],
