@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 try:
-    import hvit  # noqa: F401  (installed with `pip install -e .`, as requirements.txt does)
+    import hvit  # noqa: F401  (installed by the README's set-up command; a Space does not install it)
 except ImportError:  # run as a script from a bare checkout: the package sits next to app/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -389,10 +389,9 @@ HOW_TO_READ = """\
 def example_images() -> list[Path]:
     """The shipped sample images, shapes first (what the default model knows), then the photographs.
 
-    Ground-truth masks (``*_masks/`` folders) are not examples.
+    Ground-truth masks are not examples (`hvit.assets.sample_images` leaves them out).
     """
-    images = [p for p in sample_images() if not any("mask" in part.lower() for part in p.parts)]
-    return sorted(images, key=lambda p: "photos" in p.parts)
+    return sample_images()
 
 
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:

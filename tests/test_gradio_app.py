@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+import hvit.assets
 from hvit import demo as core
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,14 +236,14 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
 
 
 def test_a_missing_shipped_model_says_how_to_get_one(monkeypatch, tmp_path, samples):
-    monkeypatch.setattr(core.inputs, "ASSETS", tmp_path)  # a clone without assets/
+    card = hvit.assets.asset_path("MODEL_CARD.md").read_text()
+    monkeypatch.setattr(hvit.assets, "ROOT", tmp_path)  # an install without the model file
     monkeypatch.setattr(ga, "MODELS", ga.ModelPool())
     assert "not available" in ga.describe_model(core.SHIPPED)
     with pytest.raises(gr.Error, match="re-clone the repository or train") as info:
         ga.analyse(str(samples[0]), core.SHIPPED, FAST, 1)
     assert info.value.title == "Model file unusable"
     # The command it offers is the model card's, word for word up to the output path.
-    card = (Path(__file__).resolve().parents[1] / "assets" / "MODEL_CARD.md").read_text()
     command = str(info.value.message).split("`")[1].split(" --output")[0]
     assert command.startswith("python -m hvit.train --model") and command in card
 
@@ -258,7 +259,7 @@ def test_imagenet_option_when_online_predicts_imagenet_classes(monkeypatch, samp
     monkeypatch.setattr(interchange, "hub_reachable", lambda timeout=2.0: True)
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: real_create(name, **kw))
     monkeypatch.setattr(ga, "MODELS", ga.ModelPool())
-    top = ga.analyse(str(core.ASSETS / "photos" / "chelsea.jpg"), core.IMAGENET, FAST, 1)[0]
+    top = ga.analyse(str(hvit.assets.asset_path("photos", "chelsea.jpg")), core.IMAGENET, FAST, 1)[0]
     names = set(interchange.imagenet_class_names())
     assert len(top) == 5 and set(top) <= names
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from scipy.stats import rankdata
 from torch import nn
 
 from hvit.explain._inputs import eval_mode
@@ -39,6 +38,17 @@ from hvit.explain._inputs import eval_mode
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach().float().cpu().flatten(1)  # (B, H*W)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, ties sharing the mean of their ranks (scipy's ``rankdata``)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first index of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)  # mean of ranks start+1..end
+    return ranks
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -181,7 +191,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = True) -> torch.T
         fa, fb = np.abs(fa), np.abs(fb)
     out = []
     for u, v in zip(fa, fb, strict=True):
-        ru, rv = rankdata(u), rankdata(v)
+        ru, rv = _average_ranks(u), _average_ranks(v)
         ru, rv = ru - ru.mean(), rv - rv.mean()
         denom = math.sqrt(float((ru * ru).sum() * (rv * rv).sum()))
         out.append(float((ru * rv).sum()) / denom if denom > 0 else float("nan"))
