@@ -102,22 +102,28 @@ def undeclared_imports(part: str) -> list[str]:
             dists = {_normalise(d) for d in providers.get(module, [])}
             where = f"{rel}:{line} imports {module!r}"
             if not dists:
-                problems.append(f"{where}, which no installed distribution provides: declare and install it")
+                hint = (
+                    "it is declared: run the README's set-up command"
+                    if _normalise(module) in allowed
+                    else "declare it, then run the README's set-up command"
+                )
+                problems.append(f"{where}, which no installed distribution provides; {hint}")
                 continue
             extra = LAZY_OPTIONAL.get((rel, module))
             if dists & allowed or (extra is not None and lazy and dists & declared()[extra]):
                 continue
-            lists = " + ".join("dependencies" if k == "runtime" else f"extra [{k}]" for k in PARTS[part])
+            home = PARTS[part][-1]  # the list that belongs to this part
             problems.append(
                 f"{where} (distribution {', '.join(sorted(dists))}), which {part}/ does not declare: "
-                f"add it to pyproject.toml {lists}"
+                f"add it to pyproject.toml {'dependencies' if home == 'runtime' else f'extra [{home}]'}"
             )
     return problems
 
 
 @pytest.mark.parametrize("part", list(PARTS))
 def test_every_import_is_a_declared_direct_dependency(part):
-    assert undeclared_imports(part) == []
+    problems = undeclared_imports(part)
+    assert not problems, "undeclared imports:\n" + "\n".join(problems)
 
 
 def test_the_check_catches_an_undeclared_import(tmp_path, monkeypatch):
