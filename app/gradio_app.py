@@ -66,6 +66,13 @@ DEMO_MODELS: tuple[str, ...] = (SHIPPED, IMAGENET)
 # while a third waits in the queue instead of slowing everyone down.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full"
+# How the server is launched (by `main` and the tests). Each request that joins the queue holds one of
+# the server's worker threads until it is queued; with Gradio's default of 40, joins stopped being
+# answered after about 30 waiting requests (measured), so a full queue hung instead of saying "full".
+LAUNCH_SETTINGS: dict[str, Any] = {
+    "max_file_size": MAX_UPLOAD_BYTES,
+    "max_threads": 2 * (CONCURRENCY_LIMIT + QUEUE_SIZE) + 32,
+}
 MAX_EXAMPLES = 16  # sample images shown under the input (the 12 shapes and 4 photos shipped)
 
 
@@ -474,7 +481,7 @@ def main() -> None:
         # Two requests each using every core oversubscribe the CPU, and OpenMP's busy-waiting then makes
         # the small models here many times slower (measured on 2 cores: 3 s per request instead of 0.4 s).
         torch.set_num_threads(1)
-    build_demo().launch(max_file_size=MAX_UPLOAD_BYTES)
+    build_demo().launch(**LAUNCH_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ def served(samples, tmp_path_factory):
         port = _free_port()
         demo.launch(
             server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-            max_file_size=core.MAX_UPLOAD_BYTES,
+            **ga.LAUNCH_SETTINGS,
         )  # fmt: skip
         try:
             yield f"http://127.0.0.1:{port}/", demo
