@@ -459,8 +459,8 @@ def test_two_requests_run_at_once_and_the_33rd_waiting_one_is_refused(served, sa
             client.predict(image, MODEL, FAST, 1, api_name="/predict")
     finally:
         gate.set()
-    expected = _confidences(jobs[0].result())
-    assert all(_confidences(job.result()) == expected for job in jobs)  # every accepted one is answered
+    expected = _confidences(jobs[0].result()[0])
+    assert all(_confidences(job.result()[0]) == expected for job in jobs)  # every accepted one is answered
     assert pool.peak == ga.CONCURRENCY_LIMIT and pool.active == 0
 
 
