@@ -34,6 +34,7 @@ SOURCES: dict[str, str] = {
     "imagenet": "ImageNet pvt_v2_b0 (timm, needs internet)",
 }
 CHECKPOINT_TYPES = ["safetensors", "pt", "pth"]
+PAGE_ICON = Path(__file__).resolve().parent / "icon.png"  # a token pyramid: 4x4, 2x2, 1x1
 SCORE_COLUMNS = {
     "pointing game": st.column_config.NumberColumn(
         format="%.2f", help="1: the map's maximum is on the object"
@@ -71,7 +72,7 @@ def setup_page() -> None:
     """Page settings shared by every page; call first, once per run (done by ``app/main.py``)."""
     st.set_page_config(
         page_title="hvit classroom",
-        page_icon=":material/view_in_ar:",
+        page_icon=str(PAGE_ICON),  # a local file: a Material or emoji icon is fetched from the internet
         layout="wide",
         initial_sidebar_state="expanded",
     )
@@ -306,8 +307,8 @@ class PickedImage:
 
 @st.cache_resource
 def sample_paths() -> list[Path]:
-    """The sample images shipped in ``assets/``, shapes first (never changes while the app runs)."""
-    return sorted(demo.sample_images(), key=lambda p: ("shapes" not in p.parent.name, str(p)))
+    """The sample images shipped in ``hvit/assets/``, shapes first (never changes while the app runs)."""
+    return demo.sample_images()  # in `hvit.assets.SAMPLE_GROUPS` order: shapes, then photographs
 
 
 def _image_key(image: Image.Image) -> str:
@@ -339,7 +340,7 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
     if kind == "sample":
         paths = sample_paths()
         if not paths:
-            st.error("No sample images were found in assets/; re-clone the repository or upload an image.")
+            st.error("No sample images were found in hvit/assets/; reinstall hvit or upload an image.")
             return None
         path = st.selectbox(
             "Sample", paths, format_func=lambda p: f"{p.parent.name}/{p.stem}", key=f"{prefix}_sample"

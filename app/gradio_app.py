@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 try:
-    import hvit  # noqa: F401  (installed with `pip install -e .`, as requirements.txt does)
+    import hvit  # noqa: F401  (installed by the README's set-up command; a Space does not install it)
 except ImportError:  # run as a script from a bare checkout: the package sits next to app/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -68,6 +68,13 @@ DEMO_MODELS: tuple[str, ...] = (SHIPPED, IMAGENET)
 # while a third waits in the queue instead of slowing everyone down.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full"
+# How the server is launched (by `main` and the tests). Each request that joins the queue holds one of
+# the server's worker threads until it is queued; with Gradio's default of 40, joins stopped being
+# answered after about 30 waiting requests (measured), so a full queue hung instead of saying "full".
+LAUNCH_SETTINGS: dict[str, Any] = {
+    "max_file_size": MAX_UPLOAD_BYTES,
+    "max_threads": 2 * (CONCURRENCY_LIMIT + QUEUE_SIZE) + 32,
+}
 MAX_EXAMPLES = 16  # sample images shown under the input (the 12 shapes and 4 photos shipped)
 
 
@@ -412,10 +419,9 @@ HOW_TO_READ = """\
 def example_images() -> list[Path]:
     """The shipped sample images, shapes first (what the default model knows), then the photographs.
 
-    Ground-truth masks (``*_masks/`` folders) are not examples.
+    Ground-truth masks are not examples (`hvit.assets.sample_images` leaves them out).
     """
-    images = [p for p in sample_images() if not any("mask" in part.lower() for part in p.parts)]
-    return sorted(images, key=lambda p: "photos" in p.parts)
+    return sample_images()
 
 
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
@@ -498,7 +504,7 @@ def main() -> None:
         # Two requests each using every core oversubscribe the CPU, and OpenMP's busy-waiting then makes
         # the small models here many times slower (measured on 2 cores: 3 s per request instead of 0.4 s).
         torch.set_num_threads(1)
-    build_demo().launch(max_file_size=MAX_UPLOAD_BYTES)
+    build_demo().launch(**LAUNCH_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 APP_DIR = Path(__file__).resolve().parent
 ROOT = APP_DIR.parent
 # `streamlit run app/main.py` puts app/ on sys.path; the repository root makes `import hvit` work even
-# without the editable install that requirements.txt performs.
+# without the editable install that the README's set-up command performs.
 for path in (str(APP_DIR), str(ROOT)):
     if path not in sys.path:
         sys.path.insert(0, path)

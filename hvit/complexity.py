@@ -11,13 +11,12 @@ the two attention matmuls (q k^T and attn v). Norms, activations, softmax and po
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
+from torch import nn
 
-from hvit.config import HViTConfig
-from hvit.model import HierarchialViT, token_grid
+from hvit.config import HViTConfig, token_grid
 
 
 @dataclass
@@ -140,59 +139,68 @@ class ComplexityReport:
         return "\n".join(lines)
 
 
-def _num_params(module: torch.nn.Module | None) -> int:
+def _num_params(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def _skeleton(config: HViTConfig) -> HierarchialViT:
-    """The model of ``config`` with one block per stage, on the meta device (no memory, no time).
+def _conv(c_in: int, c_out: int, kernel: int) -> int:
+    return c_in * c_out * kernel * kernel + c_out  # weight and bias
 
-    The blocks of a stage all have the same shapes, so one stands for ``depth`` of them: this is what
-    lets a configuration with thousands of blocks be costed (and refused) without building them.
+
+def _linear(d_in: int, d_out: int, bias: bool = True) -> int:
+    return d_in * d_out + (d_out if bias else 0)
+
+
+def stage_params(cfg: HViTConfig, stage: int) -> int:
+    """Parameters of stage ``stage`` (0-based) of a model built from ``cfg``, counted from the config.
+
+    Stage 0 includes the model's patch embedding (and its stem), as in `StageComplexity.params`. Counted
+    without building the model, so this module needs only the configuration; the tests hold it equal to
+    the built modules' ``numel()`` for every registered variant.
     """
-    with torch.device("meta"):
-        return HierarchialViT.from_config(
-            replace(config, depths=(1,) * config.num_stages, drop_path_rate=0.0)
-        )
+    i, c = stage, cfg.embed_dims[stage]
+    if i == 0:
+        c_in, stride, n = cfg.in_chans, cfg.patch_size, 0
+        if cfg.stem_channels:
+            n += _conv(c_in, cfg.stem_channels, 3) + 2 * cfg.stem_channels  # 3x3 conv + GroupNorm
+            c_in = cfg.stem_channels
+    else:
+        c_in, stride, n = cfg.embed_dims[i - 1], cfg.downsample_stride, 0
+    n += _conv(c_in, c, 2 * stride - 1 if cfg.overlap_patch_embed else stride) + 2 * c  # patch embed + LN
+    prefix = 1 if cfg.cls_token and i == cfg.num_stages - 1 else 0
+    gh, gw = cfg.stage_grids()[i]
+    n += prefix * c + ((prefix + gh * gw) * c if cfg.pos_embed else 0)  # class token, position embedding
+    hidden = int(c * cfg.mlp_ratios[i])
+    block = 2 * c + _linear(c, 3 * c, cfg.qkv_bias) + _linear(c, c)  # norm1, qkv, proj
+    for r in cfg.stage_sr_groups(i):  # each head group's key reduction: conv + LN (none at SR 1)
+        if cfg.linear_sra or r > 1:
+            block += _conv(c, c, 1 if cfg.linear_sra else r) + 2 * c
+    block += 2 * c + _linear(c, hidden) + _linear(hidden, c)  # norm2, MLP
+    block += hidden * 9 + hidden if cfg.mlp_dwconv else 0  # depth-wise 3x3 conv
+    return n + cfg.depths[i] * block + (2 * c if cfg.stage_norm else 0)
 
 
-def state_shapes(config: HViTConfig) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every tensor in the ``state_dict`` of the model ``config`` describes.
-
-    Computed without building the model (see `_skeleton`), so a checkpoint's tensors can be checked
-    against its stored configuration before anything is allocated.
-    """
-    out: dict[str, tuple[int, ...]] = {}
-    for name, tensor in _skeleton(config).state_dict().items():
-        parts = name.split(".")
-        if parts[0] == "stages" and parts[2] == "blocks":  # stages.<i>.blocks.0.<rest>: one per block
-            for j in range(config.depths[int(parts[1])]):
-                out[".".join([*parts[:3], str(j), *parts[4:]])] = tuple(tensor.shape)
-        else:
-            out[name] = tuple(tensor.shape)
-    return out
+def head_params(cfg: HViTConfig) -> int:
+    """Parameters of the final LayerNorm (absent with per-stage norms) and the classifier."""
+    c = cfg.embed_dims[-1]
+    return (0 if cfg.stage_norm else 2 * c) + (_linear(c, cfg.num_classes) if cfg.num_classes else 0)
 
 
 def model_complexity(
-    model: HierarchialViT | HViTConfig, img_size: int | tuple[int, int] | None = None
+    model: nn.Module | HViTConfig, img_size: int | tuple[int, int] | None = None
 ) -> ComplexityReport:
-    """Analyse a model, or a config without building it, at ``img_size``.
-
-    A config is analysed from a one-block-per-stage skeleton on the meta device, so even one far too
-    large to build (thousands of blocks, a million channels) is costed at once and without memory.
+    """Analyse a model (or a config: nothing is built, no memory, no time) at ``img_size``.
 
     Args:
-        model: an `HierarchialViT` or an `HViTConfig`.
+        model: an `HierarchialViT` (its parameters are counted from its modules) or an `HViTConfig`.
         img_size: side (or (H, W)) of the input image; default: the configured ``img_size``.
 
     Returns:
         A `ComplexityReport` with per-stage tokens, key grids, parameters, MACs (attention matmuls
         included), attention memory and plain-words warnings, plus totals.
     """
-    if isinstance(model, HViTConfig):
-        cfg, model = model, _skeleton(model)
-    else:
-        cfg = model.config
+    built = not isinstance(model, HViTConfig)
+    cfg = model.config if built else model
     size = img_size if img_size is not None else cfg.img_size
     h_img, w_img = (size, size) if isinstance(size, int) else tuple(size)
     if min(h_img, w_img) < 1:
@@ -201,7 +209,8 @@ def model_complexity(
     report_notes: list[str] = []
     stages: list[StageComplexity] = []
     h_in, w_in, c_in = h_img, w_img, cfg.in_chans
-    for i, stage in enumerate(model.stages):
+    nominal_grids = cfg.stage_grids()
+    for i in range(cfg.num_stages):
         notes: list[str] = []
         c = cfg.embed_dims[i]
         stride = cfg.patch_size if i == 0 else cfg.downsample_stride
@@ -219,15 +228,14 @@ def model_complexity(
             embed_macs += h_in * w_in * 9 * c_in * cfg.stem_channels
             c_in = cfg.stem_channels
         embed_macs += h * w * kernel * kernel * c_in * c
-        n, p = h * w, stage.num_prefix_tokens
+        n, p = h * w, 1 if cfg.cls_token and i == cfg.num_stages - 1 else 0
         if (h, w) == (1, 1):
             notes.append(
                 "the token grid is 1x1: the stage sees a single token, so attention has nothing to mix."
             )
-        if stage.pos_embed is not None and tuple(stage.grid) != (h, w):
-            notes.append(
-                f"position embedding learned for {stage.grid[0]}x{stage.grid[1]} is resized to {h}x{w}."
-            )
+        if cfg.pos_embed and nominal_grids[i] != (h, w):
+            gh, gw = nominal_grids[i]
+            notes.append(f"position embedding learned for {gh}x{gw} is resized to {h}x{w}.")
 
         groups = cfg.stage_sr_groups(i)
         cg = c // len(groups)
@@ -275,8 +283,6 @@ def model_complexity(
         # One block, alive at once: input, normed input and queries (3 x C per token), keys and values,
         # the attention probabilities, and the MLP's hidden layer before and after its activation.
         activation = 4 * ((n + p) * (3 * c + 2 * hidden) + kv_values) + attn_bytes
-        block_params = _num_params(stage.blocks[0]) if len(stage.blocks) else 0
-        stage_params = _num_params(stage) + (depth - len(stage.blocks)) * block_params
         stages.append(
             StageComplexity(
                 stage=i + 1,
@@ -285,7 +291,11 @@ def model_complexity(
                 tokens=n,
                 prefix_tokens=p,
                 keys=keys,
-                params=stage_params + (_num_params(model.patch_embed) if i == 0 else 0),
+                params=(
+                    _num_params(model.stages[i]) + (_num_params(model.patch_embed) if i == 0 else 0)
+                    if built
+                    else stage_params(cfg, i)
+                ),
                 macs=embed_macs + depth * (block_macs + attn_macs),
                 attention_macs=depth * attn_macs,
                 attention_bytes=attn_bytes,
@@ -297,10 +307,10 @@ def model_complexity(
         h_in, w_in, c_in = h, w, c
 
     head_macs = cfg.embed_dims[-1] * cfg.num_classes
-    head_params = _num_params(model.norm) + _num_params(model.head)
-    total_params = sum(s.params for s in stages) + head_params
+    head = _num_params(model.norm) + _num_params(model.head) if built else head_params(cfg)
+    total_params = _num_params(model) if built else sum(s.params for s in stages) + head
     return ComplexityReport(
-        img_size=(h_img, w_img), stages=stages, head_params=head_params, head_macs=head_macs,
+        img_size=(h_img, w_img), stages=stages, head_params=head, head_macs=head_macs,
         total_params=total_params, total_macs=sum(s.macs for s in stages) + head_macs, notes=report_notes,
         in_chans=cfg.in_chans, stem_channels=cfg.stem_channels,
     )  # fmt: skip

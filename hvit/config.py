@@ -13,6 +13,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+
+def token_grid(size: int, stride: int) -> int:
+    """Side of the token grid a patch embedding with ``stride`` makes from ``size`` pixels or tokens."""
+    return -(-size // stride)  # ceil: both PVT v1 (padded) and v2 (overlapping) embeddings give this
+
+
 # An SR ratio is an int (PVT: every head attends over one reduced grid) or a tuple of ints (several
 # head groups, each over its own grid: attention at several scales at once, as in Shunted Transformer).
 SRRatio = int | tuple[int, ...]
@@ -123,6 +129,21 @@ class HViTConfig:
     @property
     def num_stages(self) -> int:
         return len(self.depths)
+
+    def stage_grids(self, img_size: int | tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Token grid (h, w) of every stage for an image of ``img_size`` (default: the configured size).
+
+        Stage 1's patch embedding divides the image by ``patch_size``, each later one the previous grid
+        by ``downsample_stride``, rounding up (a partial patch still makes a token).
+        """
+        size = self.img_size if img_size is None else img_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        grids = []
+        for i in range(self.num_stages):
+            stride = self.patch_size if i == 0 else self.downsample_stride
+            h, w = token_grid(h, stride), token_grid(w, stride)
+            grids.append((h, w))
+        return grids
 
     def stage_sr_groups(self, stage: int) -> tuple[int, ...]:
         """SR ratio of each head group of ``stage`` (one group for an int ratio)."""

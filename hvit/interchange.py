@@ -14,7 +14,6 @@ import torch
 
 if TYPE_CHECKING:
     from hvit.model import HierarchialViT
-    from hvit.registry import ModelEntry
 
 
 class PretrainedUnavailableError(RuntimeError):
@@ -107,17 +106,17 @@ def _offline_message(timm_name: str, reason: str) -> str:
     )
 
 
-def load_pretrained(model: HierarchialViT, entry: ModelEntry) -> None:
-    """Fetch ImageNet weights for ``entry`` through timm and load them, with ImageNet preprocessing.
+def load_pretrained(model: HierarchialViT, timm_name: str) -> None:
+    """Fetch the ImageNet weights of timm's ``timm_name`` and load them, with ImageNet preprocessing.
+
+    Args:
+        model: an hvit model with the same architecture as ``timm_name``.
+        timm_name: timm's name of the variant, e.g. ``"pvt_v2_b0"``.
 
     Raises:
-        PretrainedUnavailableError: no timm counterpart, or the download failed (e.g. offline).
+        PretrainedUnavailableError: the model does not fit ImageNet weights, or the download failed
+            (e.g. offline).
     """
-    if entry.timm_name is None:
-        raise PretrainedUnavailableError(
-            f"no pretrained weights exist for {entry.name!r}; pretrained weights come from timm for the "
-            "pvt_v2_* variants only. Use pretrained=False, or a checkpoint trained with `python -m hvit.train`."
-        )
     if model.config.num_classes != 1000 or model.config.in_chans != 3:
         raise PretrainedUnavailableError("ImageNet weights need num_classes=1000 and in_chans=3")
     import timm
@@ -126,18 +125,16 @@ def load_pretrained(model: HierarchialViT, entry: ModelEntry) -> None:
     if not hub_reachable():
         # Offline: huggingface_hub would retry for about a minute before giving up. Use a cached
         # copy if one exists, otherwise fail at once with the same clear message.
-        cached = _cached_weights(entry.timm_name)
+        cached = _cached_weights(timm_name)
         if cached is None:
             raise PretrainedUnavailableError(
-                _offline_message(entry.timm_name, "the Hugging Face Hub is unreachable")
+                _offline_message(timm_name, "the Hugging Face Hub is unreachable")
             )
         overlay = {"file": cached}
     try:
-        reference = timm.create_model(entry.timm_name, pretrained=True, pretrained_cfg_overlay=overlay)
+        reference = timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as err:  # offline, proxy, missing cache: all end the same way for the user
-        raise PretrainedUnavailableError(
-            _offline_message(entry.timm_name, f"{type(err).__name__}: {err}")
-        ) from err
+        raise PretrainedUnavailableError(_offline_message(timm_name, f"{type(err).__name__}: {err}")) from err
     load_timm_state_dict(model, reference.state_dict())
     from hvit.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 

@@ -21,14 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from hvit.config import HViTConfig, SRRatio
+from hvit.config import HViTConfig, SRRatio, token_grid
 from hvit.layers import Block, PatchEmbed, resize_pos_embed
 from hvit.preprocessing import Preprocessing
 
-
-def token_grid(size: int, stride: int) -> int:
-    """Side of the token grid a patch embedding with ``stride`` makes from ``size`` pixels or tokens."""
-    return -(-size // stride)  # ceil: both PVT v1 (padded) and v2 (overlapping) embeddings give this
+__all__ = [
+    "HierarchialViT",
+    "HierarchicalStage",
+    "HierarchicalViT",
+    "token_grid",
+]  # token_grid: moved to config
 
 
 class HierarchicalStage(nn.Module):
@@ -204,12 +206,11 @@ class HierarchialViT(nn.Module):
         total = sum(cfg.depths)
         rates = [cfg.drop_path_rate * k / max(1, total - 1) for k in range(total)]
         starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
-        side, reduction = token_grid(cfg.img_size, cfg.patch_size), cfg.patch_size
+        grids = cfg.stage_grids()  # at the nominal size: sizes the position embeddings
         self.stages = nn.ModuleList()
         self.feature_info: list[dict[str, Any]] = []
         for i in range(cfg.num_stages):
-            if i > 0:
-                side, reduction = token_grid(side, cfg.downsample_stride), reduction * cfg.downsample_stride
+            reduction = cfg.patch_size * cfg.downsample_stride**i
             self.stages.append(
                 HierarchicalStage(
                     cfg.embed_dims[i],
@@ -219,7 +220,7 @@ class HierarchialViT(nn.Module):
                     cfg.sr_ratios[i],
                     in_dim=cfg.embed_dims[i - 1] if i > 0 else None,
                     downsample_stride=cfg.downsample_stride if i > 0 else None,
-                    grid=(side, side),
+                    grid=grids[i],
                     pos_embed=cfg.pos_embed,
                     cls_token=cfg.cls_token and i == cfg.num_stages - 1,
                     stage_norm=cfg.stage_norm,
@@ -337,14 +338,20 @@ class HierarchialViT(nn.Module):
             ``(final_features, [map_i (B, C_i, H_i, W_i), ...])`` or only the list.
         """
         n = len(self.stages)
+        problem = (
+            f"indices must be stages in -{n}..{n - 1} (negative ones count from the end) or a count 1..{n}"
+        )
         if indices is None:
             take = list(range(n))
         elif isinstance(indices, int):
+            if not 1 <= indices <= n:
+                raise ValueError(f"{problem}; got the count {indices!r}")
             take = list(range(n - indices, n))
         else:
-            take = [i % n for i in indices]
-        if any(i < 0 or i >= n for i in take) or not take:
-            raise ValueError(f"indices must select stages in 0..{n - 1}, got {indices!r}")
+            outside = [i for i in indices if not -n <= i < n]
+            if outside or not indices:
+                raise ValueError(f"{problem}; got {list(indices)!r}")
+            take = [i % n for i in indices]  # Python-style: -1 is the last stage
         maps = []
         for i, (tokens, fmap) in enumerate(self._run_stages(x)):  # noqa: B007 (tokens used below)
             if i in take:
@@ -362,3 +369,28 @@ class HierarchialViT(nn.Module):
 
 
 HierarchicalViT = HierarchialViT  # the correctly spelled name, for those who type it
+
+
+def state_shapes(config: HViTConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor in the ``state_dict`` of the model ``config`` describes.
+
+    Computed without allocating the model: one block per stage is built on the meta device (no memory,
+    no time) and stands for all ``depth`` blocks of its stage, which share its shapes. This is what lets
+    a checkpoint's tensors be checked against its stored configuration before anything is allocated,
+    even for a configuration with thousands of blocks.
+    """
+    from dataclasses import replace
+
+    with torch.device("meta"):
+        skeleton = HierarchialViT.from_config(
+            replace(config, depths=(1,) * config.num_stages, drop_path_rate=0.0)
+        )
+    out: dict[str, tuple[int, ...]] = {}
+    for name, tensor in skeleton.state_dict().items():
+        parts = name.split(".")
+        if parts[0] == "stages" and parts[2] == "blocks":  # stages.<i>.blocks.0.<rest>: one per block
+            for j in range(config.depths[int(parts[1])]):
+                out[".".join([*parts[:3], str(j), *parts[4:]])] = tuple(tensor.shape)
+        else:
+            out[name] = tuple(tensor.shape)
+    return out

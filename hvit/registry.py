@@ -144,7 +144,12 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Hiera
     model = HierarchialViT(**cfg.__dict__)
     model.variant = name
     if pretrained:
-        from hvit.interchange import load_pretrained
+        from hvit.interchange import PretrainedUnavailableError, load_pretrained
 
-        load_pretrained(model, entry)
+        if entry.timm_name is None:
+            raise PretrainedUnavailableError(
+                f"no pretrained weights exist for {name!r}; pretrained weights come from timm for the "
+                "pvt_v2_* variants only. Use pretrained=False, or a checkpoint trained with `python -m hvit.train`."
+            )
+        load_pretrained(model, entry.timm_name)
     return model

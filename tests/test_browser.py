@@ -3,7 +3,8 @@
 Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium through
 Playwright (``executable_path="/usr/bin/chromium"``; Playwright's own browser downloads are not used).
 Screenshots of every page at 1366x768 and 1440x900 land in ``tests/artifacts/`` (git-ignored): look
-at them. CI installs Chromium with ``.ci/install-browser.sh``; when the browser is missing this test
+at them. The app must work with no network at all, so every request a page makes (and every icon, image,
+script and style sheet its document links to) must stay on this machine. CI installs Chromium with ``.ci/install-browser.sh``; when the browser is missing this test
 fails, it never skips.
 """
 
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -47,6 +49,12 @@ PAGES = {  # name -> path; the classroom link carries its step in the URL, as a 
 }
 VIEWPORTS = [(1366, 768), (1440, 900)]
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Everything the document links to, the page icon included (a headless browser may never fetch it).
+LINKED_URLS_JS = """() => Array.from(
+    document.querySelectorAll('link[href], script[src], img[src], iframe[src], source[src]'),
+    e => e.href || e.src
+)"""
 # A snapshot of the page's state: settled when the script has drawn (a title, no loading skeletons, no
 # "running" indicator) and the number of elements has stopped changing.
 STATE_JS = """() => {
@@ -121,6 +129,20 @@ def _settle(page, timeout_s: float = 180.0) -> None:  # noqa: ANN001 - a Playwri
         page.wait_for_timeout(500)
 
 
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
+
+
+def _record_requests(page) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    """Lists that fill with every URL the page requests and every request that fails."""
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    return requested, failed
+
+
 def _problems(page) -> list[str]:  # noqa: ANN001
     return [e.inner_text()[:300] for e in page.query_selector_all(PROBLEMS)]
 
@@ -142,11 +164,17 @@ def test_page_renders_without_errors(server: str, browser, name: str) -> None:  
         context = browser.new_context(viewport={"width": width, "height": height})
         try:
             page = context.new_page()
+            requested, failed = _record_requests(page)
             page.goto(server + PAGES[name])
             _settle(page)
             assert not _problems(page), f"{name} at {width}x{height}: {_problems(page)}"
             assert page.query_selector('[data-testid="stMain"] h1') is not None
             _screenshot(page, name)
+            linked = page.evaluate(LINKED_URLS_JS)
+            assert requested and linked  # the recording works: at least the page itself and its scripts
+            outside = sorted({u for u in requested + linked if not _is_local(u)})
+            assert outside == [], f"{name} reaches outside this machine (it must work offline): {outside}"
+            assert failed == [], f"{name}: requests failed: {failed}"
         finally:
             context.close()
 

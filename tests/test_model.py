@@ -194,6 +194,19 @@ def test_timm_contract_features_and_intermediates():
     assert len(only) == 1 and only[0].shape == maps[1].shape
 
 
+def test_intermediate_indices_count_from_the_end_and_out_of_range_ones_raise():
+    model = hvit.create_model("hvit_nano").eval()  # four stages
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        _, maps = model.forward_intermediates(x)
+        last_two = model.forward_intermediates(x, indices=[-2, -1], intermediates_only=True)
+        counted = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [m.shape for m in last_two] == [m.shape for m in counted] == [maps[2].shape, maps[3].shape]
+    for bad in ([4], [0, 5], [-5], [], 0, 5):
+        with pytest.raises(ValueError, match=r"indices must be stages in -4\.\.3 .* or a count 1\.\.4"):
+            model.forward_intermediates(x, indices=bad)
+
+
 def test_class_token_model_features_are_tokens():
     model = hvit.create_model("hvit_seed").eval()
     with torch.no_grad():

@@ -79,3 +79,21 @@ def test_complexity_of_a_config_does_not_allocate():
     row = report.rows()[0]
     assert row["query_grid"] == "56x56" and row["key_grids"] == "7x7"
     assert report.stages[0].attention_bytes == 1 * 3136 * 49 * 4
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [(n, {}) for n in hvit.list_models()]
+    + [("hvit_seed", {"num_classes": 0, "qkv_bias": False}), ("pvt_v2_b2_li", {"img_size": 96})],
+)
+def test_params_counted_from_a_config_equal_the_built_modules(name, overrides):
+    # model_complexity(config) counts parameters from the configuration alone (so hvit.complexity does
+    # not depend on hvit.model); a built model is counted from its modules. They must agree everywhere.
+    cfg = hvit.registry.model_config(name, **overrides)
+    with torch.device("meta"):
+        model = hvit.HierarchialViT.from_config(cfg)
+    from_config, from_model = hvit.model_complexity(cfg), hvit.model_complexity(model)
+    assert [s.params for s in from_config.stages] == [s.params for s in from_model.stages]
+    assert from_config.head_params == from_model.head_params
+    assert from_config.total_params == from_model.total_params == sum(p.numel() for p in model.parameters())
+    assert from_config.rows() == from_model.rows()

@@ -1,17 +1,15 @@
-"""The model shipped in assets/: small, self-describing, and >= 95% accurate on shapes it never saw."""
-
-from pathlib import Path
+"""The model shipped in hvit/assets/: small, self-describing, and >= 95% accurate on shapes it never saw."""
 
 import pytest
 import torch
 from PIL import Image
 
 import hvit
+from hvit.assets import asset_path, shipped_checkpoint
 from hvit.data import SHAPE_CLASSES, HViTDataset, ShapesDataset, build_transforms
 from hvit.train import read_checkpoint
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED = ASSETS / "hvit_shapes.safetensors"
+SHIPPED = shipped_checkpoint()
 UNSEEN_SEED = 12345  # training used seed 0 (splits "train" and "val"); this seed was never used
 
 
@@ -29,7 +27,7 @@ def test_checkpoint_is_small_and_self_describing(model):
 
 def test_model_card_quotes_the_command_that_trained_it():
     cli = read_checkpoint(SHIPPED).extra["cli"]
-    card = (ASSETS / "MODEL_CARD.md").read_text()
+    card = asset_path("MODEL_CARD.md").read_text()
     assert f"--model {cli['model']} --dataset {cli['dataset']} --epochs {cli['epochs']}" in card
     assert f"--train-size {cli['train_size']}" in card and f"--lr {cli['lr']}" in card
 
@@ -51,7 +49,7 @@ def test_accuracy_on_a_fresh_seed_is_at_least_95_percent(model):
 
 
 def test_sample_images_come_with_their_masks():
-    samples = HViTDataset(ASSETS / "shapes_samples", split="test")
+    samples = HViTDataset(asset_path("shapes_samples"), split="test")
     assert samples.classes == list(SHAPE_CLASSES) and len(samples) == 2 * len(SHAPE_CLASSES)
     for path, _ in samples.samples:
         mask = Image.open(path.replace("/test/", "/test_masks/"))

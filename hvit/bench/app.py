@@ -1,12 +1,15 @@
 """Render time of every page of the classroom app with the default (shipped) model.
 
-    python -m hvit.bench app [--repeats 5]
+    python -m hvit.bench app [--repeats 5] [--app app/main.py]
 
 Each page is run through Streamlit's ``AppTest`` (the same script run a browser triggers, without the
 network and the drawing): once to warm up (imports, model loading, first computations), then
 ``--repeats`` times; the median is reported. For the attention page it also times the maps after a
 "click": moving the query to a new position (a new, uncached query) and switching the head. Target:
 every page under 2 s, the attention maps under 1 s after a click.
+
+The app's files live in the repository, not in the package: run it from a clone's root, or name
+``app/main.py`` with ``--app``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 PAGES = {
     "home": None,
     "architecture": "../pages/1_architecture.py",
@@ -43,13 +45,22 @@ def _check(at: object, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hvit.bench app", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per page (median reported)")
+    parser.add_argument(
+        "--app", default="app/main.py", help="the app's main.py (default: from the current folder)"
+    )
     args = parser.parse_args(argv)
+    main_py = Path(args.app)
+    if not main_py.is_file():
+        parser.error(
+            f"no Streamlit app at {main_py.resolve()}; run this from the root of an hvit clone "
+            "or pass --app path/to/app/main.py"
+        )
 
     from streamlit.testing.v1 import AppTest
 
     rows: list[tuple[str, float, float, float]] = []
     for name, page in PAGES.items():
-        at = AppTest.from_file(str(MAIN), default_timeout=300)
+        at = AppTest.from_file(str(main_py), default_timeout=300)
         if page is not None:
             at.run()  # the home page loads the model in use into the new session
             at.switch_page(page)

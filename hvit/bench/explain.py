@@ -26,9 +26,10 @@ TARGETS_S = {"pvt_v2_b0": {"attention extraction": 0.5, "Grad-CAM": 0.5, "IG (32
 
 def _load(name: str, size: int) -> tuple[torch.nn.Module, int, str]:
     if name == "shipped":
-        from hvit.demo import load_shipped_model
+        from hvit.assets import shipped_checkpoint
+        from hvit.train import load_checkpoint
 
-        model = load_shipped_model()
+        model = load_checkpoint(shipped_checkpoint()).eval()
         return model, model.preprocessing.img_size, "shipped shapes model"
     from hvit.registry import create_model
 

@@ -7,7 +7,7 @@
    alternation, because on a busy 2-core machine two spin-waiting threads can be slower than one.
    Also the trainer's end-to-end rate on the shapes set, data pipeline included.
 2. **Time to target**: the shipped model's exact command line (read from the checkpoint in
-   ``assets/``), run by the same code as ``python -m hvit.train``, until validation accuracy first
+   ``hvit/assets/``), run by the same code as ``python -m hvit.train``, until validation accuracy first
    reaches the target. Generating the images is timed separately.
 """
 
@@ -23,8 +23,6 @@ from typing import Any
 import torch
 
 from hvit.bench import alternating_medians
-
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "hvit_shapes.safetensors"
 
 
 def step_images_per_sec(name: str, batch: int, repeats: int, threads: list[int]) -> dict[int, float]:
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per model and thread count")
     parser.add_argument(
-        "--checkpoint", default=str(SHIPPED), help="shipped checkpoint whose command line to time"
+        "--checkpoint", help="checkpoint whose command line to time (default: the shipped shapes model)"
     )
     parser.add_argument("--target", type=float, default=0.95, help="validation accuracy to reach")
     parser.add_argument(
@@ -128,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cores)
 
     if not args.skip_target:
-        shipped = _shipped_args(Path(args.checkpoint))
+        from hvit.assets import shipped_checkpoint
+
+        shipped = _shipped_args(Path(args.checkpoint) if args.checkpoint else shipped_checkpoint())
         torch.set_num_threads(shipped.threads or cores)  # as the shipped command ran
         print(
             f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on "

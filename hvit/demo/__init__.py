@@ -23,14 +23,11 @@ from hvit.demo.architecture import (
     pyramid_figure,
 )
 from hvit.demo.inputs import (
-    ASSETS,
     IMAGE_SUFFIXES,
     IMAGENET,
     MAX_IMAGE_SIDE,
     MAX_UPLOAD_BYTES,
-    REPO_ROOT,
     SHIPPED,
-    SHIPPED_MODEL_GLOB,
     ImageInputError,
     Prediction,
     enlarge,
@@ -74,7 +71,6 @@ from hvit.demo.zip_upload import (
 )
 
 __all__ = [
-    "ASSETS",
     "ATTENTION_KINDS",
     "DatasetZipError",
     "IMAGENET",
@@ -88,9 +84,7 @@ __all__ = [
     "MAX_ZIP_BYTES",
     "MAX_ZIP_FILES",
     "Prediction",
-    "REPO_ROOT",
     "SHIPPED",
-    "SHIPPED_MODEL_GLOB",
     "TRAINING_PRESETS",
     "TrainingRequest",
     "UnpackedDataset",

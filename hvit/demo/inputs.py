@@ -10,12 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hvit.assets import sample_images as sample_images  # re-exported for the apps
+from hvit.assets import shipped_checkpoint
 from hvit.data import images
 from hvit.model import HierarchialViT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ASSETS = REPO_ROOT / "assets"
-SHIPPED_MODEL_GLOB = "hvit_shapes*.safetensors"
 IMAGE_SUFFIXES = images.IMG_EXTENSIONS  # what the apps accept is what the data sets read
 MAX_UPLOAD_BYTES = 10 * 2**20  # 10 MiB: larger files are refused before decoding
 MAX_IMAGE_SIDE = 4096  # pixels; checked from the header, before decoding (decompression bombs)
@@ -26,23 +25,6 @@ IMAGENET = "pvt_v2_b0 ImageNet (timm, needs internet)"
 # The apps' name for the core's error: an image the user gave cannot be used; the message says why and
 # what would work. (Both a ValueError and an OSError.)
 ImageInputError = images.ImageReadError
-
-
-def shipped_checkpoint() -> Path:
-    """Path of the shapes model shipped in ``assets/``.
-
-    Raises:
-        FileNotFoundError: when the file is missing (e.g. a partial clone), naming where it should be.
-    """
-    found = sorted(ASSETS.glob(SHIPPED_MODEL_GLOB))
-    if not found:
-        raise FileNotFoundError(
-            f"the shipped model ({ASSETS / SHIPPED_MODEL_GLOB}) is missing; re-clone the repository or train "
-            "it (about a minute) with the command in assets/MODEL_CARD.md: `python -m hvit.train --model "
-            "hvit_nano_stem --dataset shapes --epochs 4 --train-size 6000 --batch-size 64 --lr 0.003 "
-            f"--warmup-epochs 0.6 --augment none --output {ASSETS / 'hvit_shapes.safetensors'}`"
-        )
-    return found[0]
 
 
 def load_shipped_model() -> HierarchialViT:
@@ -134,17 +116,6 @@ def predict(model: HierarchialViT, image: Image.Image, k: int = 5) -> Prediction
     names = model.preprocessing.class_names or [f"class {i}" for i in range(probs.numel())]
     idx = top.indices.tolist()
     return Prediction([names[i] for i in idx], top.values.tolist(), idx)
-
-
-def sample_images() -> list[Path]:
-    """Example images shipped in ``assets/`` (shapes samples and photographs), sorted by path."""
-    return sorted(
-        p
-        for p in ASSETS.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        # ground-truth masks (e.g. shapes_samples/test_masks/<class>/x.png) are not examples
-        and not any("mask" in part.lower() for part in p.relative_to(ASSETS).parts)
-    )
 
 
 def _mask_candidates(path: Path) -> list[Path]:

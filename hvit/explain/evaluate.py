@@ -1,6 +1,7 @@
 """Score every explanation method on held-out shapes with ground-truth masks.
 
-    python -m hvit.explain.evaluate --checkpoint assets/hvit_shapes.safetensors
+    python -m hvit.explain.evaluate                          # the shipped shapes model (hvit/assets)
+    python -m hvit.explain.evaluate --checkpoint runs/my_model.safetensors
     python -m hvit.explain.evaluate --model hvit_nano --num-images 8      # untrained, a smoke test
 
 For every attribution method (and every stage of Grad-CAM) and every attention view (rollout, the
@@ -329,7 +330,7 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
 
         model, source = create_model(a.model, num_classes=6).eval(), f"{a.model} (random weights)"
     else:
-        from hvit.demo import shipped_checkpoint
+        from hvit.assets import shipped_checkpoint
         from hvit.train import load_checkpoint
 
         path = a.checkpoint or shipped_checkpoint()

@@ -40,6 +40,17 @@ def _flat(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach().float().cpu().flatten(1)  # (B, H*W)
 
 
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, ties sharing the mean of their ranks (scipy's ``rankdata``)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first index of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)  # mean of ranks start+1..end
+    return ranks
+
+
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Whether each map's maximum lies inside its mask.
 

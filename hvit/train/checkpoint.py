@@ -520,7 +520,7 @@ def _check_tensor_index(c: _Checker, index: dict[str, Any], config: HViTConfig |
             c.integer(size, f"the shape of tensor {name}", 0, 2**40)
     if config is None:
         return
-    from hvit.complexity import state_shapes
+    from hvit.model import state_shapes
 
     expected = {f"model/{k}": list(v) for k, v in state_shapes(config).items()}
     stored = {k: v["shape"] for k, v in index.items() if k.startswith("model/")}
