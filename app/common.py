@@ -314,12 +314,14 @@ def _image_key(image: Image.Image) -> str:
     return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()[:16]
 
 
-def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage | None:
+def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = None) -> PickedImage | None:
     """Widgets to choose an image: a shipped sample, an upload, or an image of the shapes data set.
 
     Args:
         prefix: widget-key prefix, so two pages keep their own choices.
         in_use: the model in use (the shapes data set is drawn at its input size).
+        on_pick: called when an image is chosen (a sample, a shapes number, an upload), e.g. to close
+            the popover holding the picker.
 
     Returns:
         The image, or ``None`` when none is chosen yet (the widgets say why).
@@ -342,7 +344,11 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
             st.error("No sample images were found in assets/; re-clone the repository or upload an image.")
             return None
         path = st.selectbox(
-            "Sample", paths, format_func=lambda p: f"{p.parent.name}/{p.stem}", key=f"{prefix}_sample"
+            "Sample",
+            paths,
+            format_func=lambda p: f"{p.parent.name}/{p.stem}",
+            key=f"{prefix}_sample",
+            on_change=on_pick,
         )
         try:
             image = demo.load_image(path)
@@ -354,12 +360,14 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
             image, mask, path.stem, f"sample:{path.parent.name}/{path.name}", demo.sample_label(path)
         )
     if kind == "shapes":
-        index = st.number_input("Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index")
+        index = st.number_input(
+            "Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index", on_change=on_pick
+        )
         size = in_use.model.preprocessing.img_size if in_use is not None else 64
         image, label, mask = demo.shapes_example(int(index), max(size, 32))
         return PickedImage(image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label)
     upload = st.file_uploader(
-        "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload"
+        "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload", on_change=on_pick
     )
     if upload is None:
         st.info("Upload a PNG, JPEG, BMP, GIF, WebP or TIFF image (up to 10 MiB).")

@@ -59,6 +59,7 @@ from hvit.demo.live_training import (
     LiveTraining,
     TrainingRequest,
     confusion_figure,
+    snapshot_figure,
     training_curves_figure,
 )
 from hvit.demo.zip_upload import (
@@ -114,5 +115,6 @@ __all__ = [
     "sample_mask",
     "shapes_example",
     "shipped_checkpoint",
+    "snapshot_figure",
     "training_curves_figure",
 ]
