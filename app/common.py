@@ -295,6 +295,7 @@ class PickedImage:
         name: short description for captions.
         key: names the pixels, for caching.
         label: true class name when known.
+        kind: what the image is (`hvit.demo.image_kind`: "shapes", "photo"), None for an upload.
     """
 
     image: Image.Image
@@ -302,12 +303,13 @@ class PickedImage:
     name: str
     key: str
     label: str | None = None
+    kind: str | None = None
 
 
 @st.cache_resource
 def sample_paths() -> list[Path]:
-    """The sample images shipped in ``assets/``, shapes first (never changes while the app runs)."""
-    return sorted(demo.sample_images(), key=lambda p: ("shapes" not in p.parent.name, str(p)))
+    """The sample images shipped with hvit, in path order (never changes while the app runs)."""
+    return demo.sample_images()
 
 
 def _image_key(image: Image.Image) -> str:
@@ -339,7 +341,10 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
     if kind is None:
         kind = "sample"
     if kind == "sample":
-        paths = sample_paths()
+        # the model's own domain first: the default image is one the model can answer for
+        paths = (
+            demo.samples_for(demo.model_domain(in_use.model), sample_paths()) if in_use else sample_paths()
+        )
         if not paths:
             st.error("No sample images were found in assets/; re-clone the repository or upload an image.")
             return None
@@ -357,7 +362,12 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
             return None
         mask = demo.sample_mask(path)
         return PickedImage(
-            image, mask, path.stem, f"sample:{path.parent.name}/{path.name}", demo.sample_label(path)
+            image,
+            mask,
+            path.stem,
+            f"sample:{path.parent.name}/{path.name}",
+            demo.sample_label(path),
+            demo.image_kind(path),
         )
     if kind == "shapes":
         index = st.number_input(
@@ -365,7 +375,9 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         )
         size = in_use.model.preprocessing.img_size if in_use is not None else 64
         image, label, mask = demo.shapes_example(int(index), max(size, 32))
-        return PickedImage(image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label)
+        return PickedImage(
+            image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label, demo.SHAPES_IMAGE
+        )
     upload = st.file_uploader(
         "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload", on_change=on_pick
     )
@@ -378,6 +390,16 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         st.error(f"{err}")
         return None
     return PickedImage(image, None, upload.name, f"upload:{_image_key(image)}")
+
+
+def domain_note(in_use: ModelInUse, picked: PickedImage, container: Any = st) -> None:
+    """Beside a prediction: what the model learned, and a visible note when the image lies outside it."""
+    domain = demo.model_domain(in_use.model)
+    container.caption(domain.summary())
+    note = demo.domain_note(domain, picked.kind)
+    if note is not None:
+        show = container.warning if note.level == "warning" else container.info
+        show(note.text, icon=":material/warning:" if note.level == "warning" else ":material/info:")
 
 
 def head_selectbox(

@@ -54,6 +54,7 @@ def _on_click() -> None:
 with controls:
     truth = f" · true class **{picked.label}**" if picked.label else ""
     st.markdown(f"Prediction: **{pred.labels[0]}** ({pred.probs[0]:.0%}){truth}")
+    common.domain_note(in_use, picked)
     c = st.columns(2)
     stage = c[0].selectbox(
         "Stage", range(views.num_stages), format_func=lambda s: f"stage {s + 1}", key="att_stage"

@@ -334,6 +334,7 @@ elif step == 5:
             r"p = \mathrm{softmax}\Big(W\,\tfrac{1}{N_4}\textstyle\sum_i \mathbf{x}^{(4)}_i + \mathbf{b}\Big)"
         )
         st.plotly_chart(demo.prediction_figure(pred, height=220), key="cls_pred", **CHART)
+        common.domain_note(in_use, picked)
         if picked.label:
             verdict = "right" if picked.label == pred.labels[0] else "wrong"
             st.caption(f"The true class is **{picked.label}**: the model is {verdict}.")
