@@ -93,7 +93,8 @@ with main:
             pixel,
             query_grid,
             stride,
-            title=f"Where the query looks: stage {stage + 1}, block {block + 1}, {who}",
+            title=f"Where the query looks<br>stage {stage + 1} · block {block + 1} · {who}",
+            height=420,
             uniform=views.uniform_level(stage, block, head),
         ),
         key="att_query_chart",
@@ -107,6 +108,7 @@ with main:
             demo.key_grid_figure(
                 keys,
                 title=f"The same query on the {kh}x{kw} key grid",
+                height=420,
                 uniform=views.uniform_level(stage, block, head),
             ),
             **CHART,

@@ -95,5 +95,7 @@ def test_the_default_image_is_a_shape_and_a_photo_gets_the_domain_note() -> None
     assert any("means nothing" in w.value and "a photograph" in w.value for w in at.warning)
     figures = _figures(at)
     query = figures[0]["data"][1]  # the attention heat map over the image
-    assert query["zmin"] == 0 and query["colorscale"][0][1] == "#000004"  # dark at zero, not a theme colour
+    assert (
+        query["zmin"] == 0 and query["colorscale"][0][1] == "rgb(0,0,4)"
+    )  # dark at zero, not a theme colour
     assert "stage 1, block 1" in figures[0]["layout"]["title"]["text"]  # the title names what it shows
