@@ -91,8 +91,8 @@ def _opacity_slider(heat_traces: list[int], opacity: float) -> list[dict]:
 
 def _image_axes(fig: go.Figure) -> None:
     """Image orientation (row 0 at the top), square pixels and no ticks, on every axis of the figure."""
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
     for name in fig.layout:
         if name.startswith("yaxis"):
             anchor = fig.layout[name].anchor or "x"
