@@ -407,7 +407,8 @@ elif step == 6:
             {"Integrated gradients": (ig["map"], random_maps["integrated_gradients"])},
             {"Integrated gradients": True},
             labels=("trained", "random weights"),
-            panel_height=300,
+            panel_height=280,
+            cols=1,  # one under the other: side by side, the column would make each too narrow
         )
         st.plotly_chart(fig, key="cls_ig", **CHART)
         st.caption(
