@@ -149,13 +149,19 @@ def overlay_figure(
     if colorscale is not None:
         fig.data[-1].update(colorscale=colorscale)
     lines = title.count("<br>") + 1 if title else 0
+    bar_px, slider_px = 60, 90 if opacity_slider else 0
+    top = 12 + 20 * lines
     fig.update_layout(
         title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center"},
         height=height,
-        margin={"l": 10, "r": 10, "t": 12 + 20 * lines, "b": 60},
+        margin={"l": 10, "r": 10, "t": top, "b": bar_px + slider_px},
     )
-    if opacity_slider:
-        fig.update_layout(sliders=_opacity_slider([len(fig.data) - 1], opacity))
+    if opacity_slider:  # below the colour bar, not over it
+        (slider,) = _opacity_slider([len(fig.data) - 1], opacity)
+        slider.update(
+            {"y": -bar_px / max(height - top - bar_px - slider_px, 1), "yanchor": "top", "pad": {"t": 10}}
+        )
+        fig.update_layout(sliders=[slider])
     _image_axes(fig)
     return fig
 
