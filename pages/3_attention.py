@@ -189,30 +189,31 @@ st.plotly_chart(figures.head_stats_figure(stats, title=""), **CHART)
 st.subheader("Attributions")
 classes = in_use.class_names
 with st.form("att_form", border=True):
-    c = st.columns([3, 1.3, 1, 1, 1], gap="medium")
-    methods = c[0].multiselect(
+    # the methods on a row of their own: in a narrow column their chips were cut ("Grad-CA")
+    methods = st.multiselect(
         "Methods",
         list(METHOD_LABELS),
         default=["saliency", "integrated_gradients", "grad_cam"],
         format_func=METHOD_LABELS.get,
         key="att_methods",
     )
-    target = c[1].selectbox(
+    c = st.columns([1.6, 1, 1, 1], gap="medium")
+    target = c[0].selectbox(
         "Explain the class",
         [-1, *range(len(classes))],
         format_func=lambda t: f"predicted ({pred.labels[0]})" if t < 0 else classes[t],
         key="att_target",
     )
-    cam_stage = c[2].selectbox(
+    cam_stage = c[1].selectbox(
         "Grad-CAM stage",
         range(views.num_stages),
         index=views.num_stages - 1,
         format_func=lambda s: f"stage {s + 1}",
     )
-    steps = c[3].number_input(
+    steps = c[2].number_input(
         "IG steps", 4, 256, 32, step=4, help="Integration steps of integrated gradients."
     )
-    samples = c[4].number_input(
+    samples = c[3].number_input(
         "Noise samples", 2, 64, 16, step=2, help="SmoothGrad and GradientSHAP samples."
     )
     st.form_submit_button("Compute attributions", type="primary", icon=":material/auto_awesome:")
