@@ -98,4 +98,4 @@ def test_the_default_image_is_a_shape_and_a_photo_gets_the_domain_note() -> None
     assert (
         query["zmin"] == 0 and query["colorscale"][0][1] == "rgb(0,0,4)"
     )  # dark at zero, not a theme colour
-    assert "stage 1, block 1" in figures[0]["layout"]["title"]["text"]  # the title names what it shows
+    assert "stage 1 · block 1" in figures[0]["layout"]["title"]["text"]  # the title names what it shows
