@@ -23,6 +23,11 @@ class Preprocessing:
         std: per-channel standard deviation divided by after the mean.
         interpolation: resize interpolation ("bilinear" or "bicubic").
         class_names: one readable name per output class, or None when unknown.
+        domain: the data the model learned, as a short name: ``"shapes"``, ``"imagenet-1k"``,
+            ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, or any other short string for a data set
+            of your own. Stored in checkpoints as a plain JSON string. ``None`` (the default): not
+            recorded; `hvit.load_checkpoint` and the apps then recognise it from the class names
+            (`hvit.data.infer_domain`). `hvit.demo.domain` turns it into the words the apps show.
     """
 
     img_size: int = 224
@@ -30,6 +35,7 @@ class Preprocessing:
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
     class_names: list[str] | None = field(default=None)
+    domain: str | None = None
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(m) for m in self.mean)
@@ -48,6 +54,10 @@ class Preprocessing:
             )
         if self.class_names is not None:
             self.class_names = [str(c) for c in self.class_names]
+        if self.domain is not None and (not isinstance(self.domain, str) or not self.domain.strip()):
+            raise ValueError(
+                f"domain must be a short non-empty string such as 'shapes' or 'imagenet-1k', got {self.domain!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in checkpoints."""
@@ -57,8 +67,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(d) - {"img_size", "mean", "std", "interpolation", "class_names"}
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``.
+
+        Files written before ``domain`` existed have no such key: their domain stays None here, and
+        `hvit.load_checkpoint` infers it from the class names (`hvit.data.infer_domain`).
+        """
+        unknown = set(d) - {"img_size", "mean", "std", "interpolation", "class_names", "domain"}
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}")
         return cls(**d)

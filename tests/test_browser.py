@@ -1,4 +1,5 @@
-"""The classroom app in a real headless browser: every page renders without an error, with screenshots.
+"""The classroom app in a real headless browser: every page renders without an error, its figures are
+readable (no overlapping or clipped text, map panels at least `MIN_PANEL_PX` wide), with screenshots.
 
 Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium through
 Playwright (``executable_path="/usr/bin/chromium"``; Playwright's own browser downloads are not used).
@@ -46,6 +47,7 @@ PAGES = {  # name -> path; the classroom link carries its step in the URL, as a 
     "training": "/training",
     "attention": "/attention",
     "classroom": "/classroom?step=2",
+    "classroom_pyramid": "/classroom?step=4",  # the pyramid diagram and four stage panels
 }
 VIEWPORTS = [(1366, 768), (1440, 900)]
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -55,6 +57,33 @@ LINKED_URLS_JS = """() => Array.from(
     document.querySelectorAll('link[href], script[src], img[src], iframe[src], source[src]'),
     e => e.href || e.src
 )"""
+MIN_PANEL_PX = 240  # a map panel narrower than this is unreadable from the back of a classroom
+# Every visible Plotly figure of the page: its SVG text boxes (each must lie inside the figure and
+# overlap no other) and its map panels (heat maps and images, each drawn as an SVG <image>).
+FIGURES_JS = """() => {
+    const visible = (el) => {
+        for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+            const st = getComputedStyle(e);
+            if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity) === 0) return false;
+        }
+        return true;
+    };
+    const box = (r) => ({x: r.x, y: r.y, w: r.width, h: r.height});
+    return [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].map((chart, index) => {
+        const plot = chart.querySelector('.js-plotly-plot');
+        const frame = plot ? plot.getBoundingClientRect() : chart.getBoundingClientRect();
+        const texts = [...chart.querySelectorAll('svg text')]
+            .filter((t) => t.textContent.trim() && visible(t))
+            .map((t) => ({text: t.textContent.trim(), ...box(t.getBoundingClientRect())}))
+            .filter((t) => t.w > 0 && t.h > 0);
+        const panels = [...chart.querySelectorAll('svg image')]
+            .filter(visible)
+            .map((i) => box(i.getBoundingClientRect()))
+            .filter((b) => b.w > 0 && b.h > 0);
+        const title = chart.querySelector('.gtitle');
+        return {index, frame: box(frame), texts, panels, title: title ? title.textContent : ''};
+    }).filter((f) => f.frame.w > 0 && f.frame.h > 0);
+}"""
 # A snapshot of the page's state: settled when the script has drawn (a title, no loading skeletons, no
 # "running" indicator) and the number of elements has stopped changing.
 STATE_JS = """() => {
@@ -62,6 +91,7 @@ STATE_JS = """() => {
     return {
         ready: !!main && !!main.querySelector('h1')
             && !document.querySelector('[data-testid="stStatusWidget"]')
+            && !document.querySelector('[data-testid="stSpinner"]')
             && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0,
         elements: document.querySelectorAll('[data-testid]').length,
     };
@@ -147,6 +177,38 @@ def _problems(page) -> list[str]:  # noqa: ANN001
     return [e.inner_text()[:300] for e in page.query_selector_all(PROBLEMS)]
 
 
+def _overlap(a: dict, b: dict, tolerance: float = 1.0) -> bool:
+    """Whether two boxes share more than a sliver (``tolerance`` pixels) in both directions."""
+    dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+    dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+    return dx > tolerance and dy > tolerance
+
+
+def figure_problems(page, where: str) -> list[str]:  # noqa: ANN001 - a Playwright page
+    """Overlapping or clipped text and too-narrow map panels in every visible Plotly figure."""
+    found = []
+    for fig in page.evaluate(FIGURES_JS):
+        name = f"{where}, figure {fig['index'] + 1} ({fig['title'] or 'untitled'})"
+        frame, texts = fig["frame"], fig["texts"]
+        for t in texts:
+            inside = (
+                t["x"] >= frame["x"] - 1
+                and t["y"] >= frame["y"] - 1
+                and t["x"] + t["w"] <= frame["x"] + frame["w"] + 1
+                and t["y"] + t["h"] <= frame["y"] + frame["h"] + 1
+            )
+            if not inside:
+                found.append(f"{name}: text {t['text']!r} is clipped by the figure")
+        for i, a in enumerate(texts):
+            for b in texts[i + 1 :]:
+                if _overlap(a, b):
+                    found.append(f"{name}: texts {a['text']!r} and {b['text']!r} overlap")
+        for p in fig["panels"]:
+            if p["w"] < MIN_PANEL_PX - 0.5:
+                found.append(f"{name}: a map panel is {p['w']:.0f} px wide (at least {MIN_PANEL_PX})")
+    return found
+
+
 def _screenshot(page, name: str, full: bool = True) -> None:  # noqa: ANN001
     w, h = page.viewport_size["width"], page.viewport_size["height"]
     page.screenshot(path=str(ARTIFACTS / f"{name}_{w}x{h}.png"))
@@ -169,6 +231,7 @@ def test_page_renders_without_errors(server: str, browser, name: str) -> None:  
             _settle(page)
             assert not _problems(page), f"{name} at {width}x{height}: {_problems(page)}"
             assert page.query_selector('[data-testid="stMain"] h1') is not None
+            assert not figure_problems(page, f"{name} at {width}x{height}")
             _screenshot(page, name)
             linked = page.evaluate(LINKED_URLS_JS)
             assert requested and linked  # the recording works: at least the page itself and its scripts
@@ -189,6 +252,7 @@ def test_training_starts_streams_and_stops(server: str, browser) -> None:  # noq
         page.get_by_text("images/s").first.wait_for(timeout=180_000)  # the live progress bar
         page.wait_for_timeout(2500)
         assert not _problems(page)
+        assert not figure_problems(page, "training, live")  # the snapshots: large enough to read
         page.screenshot(path=str(ARTIFACTS / "training_live_1366x768.png"))
         page.get_by_role("button", name="Stop").click()
         page.get_by_text("Training was stopped").wait_for(timeout=120_000)
@@ -211,6 +275,7 @@ def test_classroom_next_keeps_the_step_in_the_url(server: str, browser) -> None:
         _settle(page)
         assert "step=6" in page.url
         assert not _problems(page)
+        assert not figure_problems(page, "classroom step 6")  # the trained and random maps
         _screenshot(page, "classroom_step6")
     finally:
         context.close()

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import hvit
-from hvit.explain import figures
+from hvit.explain import colors, figures
 from hvit.explain.ablation import HeadAblation
 from hvit.explain.head_stats import head_statistics, summarize_by_stage
 from hvit.explain.views import attention_views
@@ -49,11 +49,20 @@ def test_head_grid_shares_one_scale_and_shows_each_group_on_its_own_grid(views):
     fig = figures.head_grid_figure(views, stage=0)
     hms = _heatmaps(fig)
     assert len(hms) == 2 and len([t for t in fig.data if isinstance(t, go.Image)]) == 2
-    assert len({(h.zmin, h.zmax) for h in hms}) == 1  # shared colour scale
+    assert len({(h.zmin, h.zmax) for h in hms}) == 1 and hms[0].zmin == 0  # shared, anchored at 0
+    assert [h.showscale for h in hms] == [False, True]  # one colour bar, saying it is shared
+    assert hms[1].colorbar.title.text == "× uniform (both panels)"
+    assert 1.0 in hms[1].colorbar.tickvals and "1 = uniform" in hms[1].colorbar.ticktext
+    # each head is drawn as a ratio to its own uniform level (1/keys): 4x4 keys and 16x16 keys
     expected = views.head_maps(0)
-    assert hms[0].zmax == pytest.approx(float(expected.max()))
+    np.testing.assert_allclose(np.asarray(hms[0].z), expected[0].numpy() * 16, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(hms[1].z), expected[1].numpy() * 256, rtol=1e-5)
+    assert hms[0].zmax == pytest.approx(
+        max(2.0, float((expected[0] * 16).max()), float((expected[1] * 256).max()))
+    )
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["head 0 · keys 4x4", "head 1 · keys 16x16"]
+    assert titles == ["head 1 · keys 4x4", "head 2 · keys 16x16"]  # numbered from 1 on screen
+    assert fig.layout.title.text.startswith("Stage 1, block 1: attention received")
     on_keys = [views.received_attention(0, head=h, on="keys") for h in range(2)]
     raw = figures.panel_grid_figure(on_keys, ["g0", "g1"], image=views.images[0])
     assert [np.asarray(h.z).shape for h in _heatmaps(raw)] == [(4, 4), (16, 16)]
@@ -66,7 +75,9 @@ def test_stage_panels_and_independent_scales(views):
     hms = _heatmaps(fig)
     assert len(hms) == 4 and [a.text for a in fig.layout.annotations] == [f"stage {i}" for i in range(1, 5)]
     for h, m in zip(hms, maps, strict=True):
-        assert h.zmax == pytest.approx(float(m.max()))
+        assert h.zmin == 0 and h.zmax == pytest.approx(float(m.max()))
+        assert h.showscale  # a panel on its own scale has its own colour bar
+    assert len({h.colorbar.x for h in hms}) == 4  # each beside its own panel
 
 
 def test_footprint_curves_stats_ablation_and_attribution_figures(views):
@@ -92,13 +103,54 @@ def test_footprint_curves_stats_ablation_and_attribution_figures(views):
         HeadAblation(1, [1], None, 1, 0.5, 0.55, 0.05, 1),
     ]
     af = figures.ablation_figure(abl)
-    assert list(af.data[0].y) == [-0.1, 0.05] and list(af.data[0].x) == ["S1 h0", "S2 h1"]
+    assert list(af.data[0].y) == [-0.1, 0.05] and list(af.data[0].x) == ["S1 h1", "S2 h2"]  # from 1
+    assert [t.name for t in sf.data if t.xaxis == "x"][0] == "head 1"
 
     maps = {"ig": np.array([[-2.0, 1.0], [0.0, 0.5]]), "saliency": np.array([[0.0, 1e-6], [0.0, 0.0]])}
     grid = figures.attribution_grid_figure(np.zeros((2, 2, 3)), maps, {"ig": True})
     ig, sal = _heatmaps(grid)
-    assert ig.zmid == 0 and ig.zmax == 2.0 and sal.zmax == pytest.approx(1e-6)
-    assert "1e-06" in grid.layout.annotations[1].text  # a near-zero map says so in its title
+    assert ig.zmid == 0 and ig.zmin == -ig.zmax == -2.0 and ig.colorscale[0][1] == colors.DIVERGING[0][1]
+    assert sal.zmin == 0 and sal.zmax == pytest.approx(1e-6) and ig.showscale and sal.showscale
+    zero = figures.attribution_grid_figure(np.zeros((2, 2, 3)), {"cam": np.zeros((2, 2))})
+    (cam,) = _heatmaps(zero)
+    assert cam.zmin == 0 and cam.zmax == 1.0  # an all-zero map is drawn at the dark end
+
+
+def test_twin_panels_share_one_scale_per_method():
+    trained = {
+        "IG": (np.array([[-1.0, 3.0]]), np.array([[0.5, -0.2]])),
+        "Saliency": (np.ones((1, 2)), np.zeros((1, 2))),
+    }
+    fig = figures.twin_figure(None, trained, {"IG": True})
+    ig, ig_random, sal, sal_random = _heatmaps(fig)
+    assert (ig.zmin, ig.zmax, ig.zmid) == (ig_random.zmin, ig_random.zmax, ig_random.zmid) == (-3.0, 3.0, 0)
+    assert (sal.zmin, sal.zmax) == (sal_random.zmin, sal_random.zmax) == (0, 1.0)
+    assert [h.showscale for h in (ig, ig_random, sal, sal_random)] == [False, True, False, True]
+    assert ig_random.colorbar.title.text == "one scale: both panels"
+    assert [a.text for a in fig.layout.annotations][:2] == ["IG: trained model", "IG: random weights"]
+
+
+def test_sequential_scales_start_dark_and_attention_is_drawn_against_uniform():
+    def luminance(colour: str) -> float:
+        r, g, b = (int(v) for v in colour.removeprefix("rgb(").removesuffix(")").split(","))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    assert luminance(colors.SEQUENTIAL[0][1]) < 10 < 200 < luminance(colors.SEQUENTIAL[-1][1])
+    lum = [luminance(c) for _, c in colors.SEQUENTIAL]
+    assert lum == sorted(lum)  # dark to bright, monotonically
+    near_uniform = np.full((4, 4), 1 / 16) + np.linspace(-0.004, 0.004, 16).reshape(4, 4)
+    fig = figures.overlay_figure(np.zeros((4, 4, 3)), near_uniform, uniform=1 / 16)
+    d = fig.to_dict()["data"][1]
+    assert d["colorscale"][0] == [0.0, "rgb(0,0,4)"] and d["zmin"] == 0 and d["zmax"] == 2.0
+    # no hex colour: Streamlit's front end rewrites #000001-#000010 (its theme placeholders)
+    assert not any(c.startswith("#") for _, c in colors.SEQUENTIAL + colors.DIVERGING)
+    z = np.asarray(fig.data[1].z)
+    assert 0.9 < z.min() and z.max() < 1.1  # near-uniform attention sits mid-scale: looks even
+    assert d["colorbar"]["ticktext"][d["colorbar"]["tickvals"].index(1.0)] == "1 = uniform"
+    keys = figures.overlay_figure(None, np.zeros((3, 3)), opacity_slider=False).to_dict()["data"][0]
+    assert keys["zmin"] == 0 and keys["zmax"] == 1.0 and keys["showscale"]
+    with pytest.raises(ValueError, match="uniform must be a positive probability"):
+        colors.uniform_ratio(np.ones(2), 0.0)
 
 
 @pytest.mark.slow

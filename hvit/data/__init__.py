@@ -11,6 +11,7 @@
 
 from hvit.data.classic import CLASSIC_DATASETS, default_data_dir, load_classic
 from hvit.data.dataset import HViTDataset
+from hvit.data.domains import infer_domain
 from hvit.data.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -44,6 +45,7 @@ __all__ = [
     "SHAPES_STD",
     "SHAPE_CLASSES",
     "HViTDataset",
+    "infer_domain",
     "ImageReadError",
     "ShapesDataset",
     "build_transforms",

@@ -103,6 +103,7 @@ def query_figure(
     stride: int,
     title: str = "",
     height: int = 380,
+    uniform: float | None = None,
 ) -> go.Figure:
     """Attention of one query over the image, with the query marked and every query token clickable.
 
@@ -114,6 +115,8 @@ def query_figure(
         stride: pixels per query token.
         title: figure title.
         height: figure height in pixels.
+        uniform: the level of uniform attention (1/keys, `AttentionViews.uniform_level`): the map is
+            then drawn as a ratio to it, with "1 = uniform" on the colour bar.
 
     Returns:
         The overlay figure plus a marker trace of token centres (named "query tokens", one point per
@@ -124,7 +127,9 @@ def query_figure(
     from hvit.explain.figures import overlay_figure
     from hvit.explain.geometry import pixel_to_token, token_centres
 
-    fig = overlay_figure(image, heat, opacity=0.6, title=title, opacity_slider=False, height=height)
+    fig = overlay_figure(
+        image, heat, opacity=0.6, title=title, opacity_slider=False, height=height, uniform=uniform
+    )
     centres = token_centres(grid, stride).numpy()  # (N, 2) (y, x)
     fig.add_trace(
         go.Scatter(
@@ -143,32 +148,43 @@ def query_figure(
     fig.add_shape(
         type="rect", x0=x0, y0=y0, x1=x0 + stride, y1=y0 + stride, line=dict(color="#40c057", width=3)
     )
-    fig.update_layout(clickmode="event+select", dragmode=False, margin=dict(l=0, r=0, t=40, b=0))
+    fig.update_layout(clickmode="event+select", dragmode=False)
     return fig
 
 
-def key_grid_figure(keys: np.ndarray | torch.Tensor, title: str = "", height: int = 380) -> go.Figure:
-    """The raw attention of one query over the reduced key grid (h, w), values written in small grids."""
+def key_grid_figure(
+    keys: np.ndarray | torch.Tensor, title: str = "", height: int = 380, uniform: float | None = None
+) -> go.Figure:
+    """The raw attention of one query over the reduced key grid (h, w), values written in small grids.
+
+    Colours run from 0 (dark) to at least twice the uniform level (``uniform``, default 1/(h*w)),
+    which is marked on the colour bar, so near-uniform attention looks even.
+    """
     import plotly.graph_objects as go
 
+    from hvit.explain.colors import probability_scale
+    from hvit.explain.figures import HORIZONTAL_BAR, TITLE_FONT
+
     z = np.asarray(keys.detach().cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.float32)
+    scale = probability_scale([z], uniform if uniform is not None else 1.0 / z.size, "attention")
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            colorscale="Inferno",
-            zmin=0,
-            zmax=max(float(z.max()), 1e-6),
             text=[[f"{v:.2f}" for v in row] for row in z] if z.size <= 64 else None,
             texttemplate="%{text}" if z.size <= 64 else None,
             textfont=dict(size=13),
             hovertemplate="key (%{y}, %{x}): %{z:.3f}<extra></extra>",
-            colorbar=dict(thickness=12),
+            **scale.trace_kwargs(**HORIZONTAL_BAR),
         )
     )
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", title_text="key row")
-    fig.update_xaxes(constrain="domain", title_text="key column")
+    fig.update_xaxes(constrain="domain", title_text="key column", side="top")  # the colour bar is below
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white"
+        # the title at the top of the figure, above the key-column axis
+        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center", "y": 0.98, "yanchor": "top"},
+        height=height,
+        margin=dict(l=10, r=10, t=90 if title else 60, b=60),
+        template="plotly_white",
     )
     return fig
 

@@ -5,15 +5,20 @@ Conventions:
 - Images are (H, W, 3) arrays in [0, 1] (or uint8); maps are (H, W) arrays or tensors.
 - Overlays draw the map as a heat map over the image; an in-figure slider sets its opacity (the
   "transparency control"), so it works the same in both apps without a callback.
-- Signed maps use a diverging scale centred on zero; unsigned maps a sequential one.
-- Panels that are compared with each other (the heads of a layer, the stages of a rollout) share one
-  colour scale by default: normalising each panel on its own would hide a near-silent head.
+- Colours come from `hvit.explain.colors`: sequential maps dark at zero, signed maps diverging around
+  zero, attention as a ratio to uniform attention (pass ``uniform``: the level of one key, 1/keys).
+- Panels that are compared with each other (the heads of a layer, the stages of a rollout, a map and
+  its randomised twin) share one colour scale and one colour bar that says so; panels on their own
+  scales get a colour bar each.
+- Stages, blocks and heads are 0-based in the arguments and numbered from 1 in everything shown.
+- Map panels keep the image's aspect ratio (square pixels).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,12 +26,15 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from hvit.explain.colors import ColourScale, attention_scale, map_scale, uniform_ratio
+
 if TYPE_CHECKING:
     from hvit.explain.views import AttentionViews
 
-SEQUENTIAL = "Inferno"
-DIVERGING = "RdBu_r"
 OPACITY_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+TITLE_FONT = {"size": 13}
+# A colour bar under a single map, as wide as the figure's plot area.
+HORIZONTAL_BAR = {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02, "yanchor": "top", "len": 1.0}
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -48,16 +56,27 @@ def _uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return img
 
 
-def _scale(maps: Sequence[np.ndarray], signed: bool) -> dict:
-    """zmin / zmax (and zmid) shared by ``maps``; symmetric around 0 for signed maps."""
-    lo = min(float(np.nanmin(m)) for m in maps)
-    hi = max(float(np.nanmax(m)) for m in maps)
-    if signed:
-        r = max(abs(lo), abs(hi)) or 1.0
-        return {"zmin": -r, "zmax": r, "zmid": 0.0}
-    if hi <= lo:
-        hi = lo + 1e-12  # a flat map keeps a valid colour range (and stays visibly flat)
-    return {"zmin": lo, "zmax": hi}
+def _uniforms(uniform: float | Sequence[float] | None, n: int) -> list[float | None]:
+    """One uniform level (or None) per map."""
+    if uniform is None or isinstance(uniform, (int, float)):
+        return [uniform] * n
+    levels = [float(u) for u in uniform]
+    if len(levels) != n:
+        raise ValueError(f"uniform must give one level per map ({n}), got {len(levels)}")
+    return levels
+
+
+def _as_shown(z: np.ndarray, uniform: float | None) -> tuple[np.ndarray, str]:
+    """The values drawn (attention as a ratio to uniform) and the hover template that explains them."""
+    if uniform is None:
+        return z, "y %{y}, x %{x}: %{z:.4g}<extra></extra>"
+    return uniform_ratio(z, uniform), "y %{y}, x %{x}: %{z:.2f}× uniform (p %{customdata:.3g})<extra></extra>"
+
+
+def _scale_of(zs: Sequence[np.ndarray], signed: bool, attention: bool, title: str = "") -> ColourScale:
+    if attention:
+        return attention_scale(zs, title or "× uniform")
+    return map_scale(zs, signed, title)
 
 
 def _opacity_slider(heat_traces: list[int], opacity: float) -> list[dict]:
@@ -71,9 +90,13 @@ def _opacity_slider(heat_traces: list[int], opacity: float) -> list[dict]:
 
 
 def _image_axes(fig: go.Figure) -> None:
-    """Image orientation (row 0 at the top) and no ticks, on every axis of the figure."""
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
+    """Image orientation (row 0 at the top), square pixels and no ticks, on every axis of the figure."""
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
+    for name in fig.layout:
+        if name.startswith("yaxis"):
+            anchor = fig.layout[name].anchor or "x"
+            fig.layout[name].update(scaleanchor=anchor, scaleratio=1, constrain="domain")
 
 
 def overlay_figure(
@@ -85,6 +108,8 @@ def overlay_figure(
     colorscale: str | None = None,
     opacity_slider: bool = True,
     height: int = 420,
+    uniform: float | None = None,
+    colorbar_title: str = "",
 ) -> go.Figure:
     """A map laid over the image it explains.
 
@@ -94,31 +119,58 @@ def overlay_figure(
         opacity: initial opacity of the map (0: image only, 1: map only).
         title: figure title.
         signed: diverging colours centred on 0 (for signed attributions).
-        colorscale: override the colour scale.
+        colorscale: override the colour scale (e.g. for a mask that is not a measurement).
         opacity_slider: add a slider that changes the opacity in the figure itself.
         height: figure height in pixels.
+        uniform: for attention, the level of uniform attention (1/keys): the map is drawn as a
+            ratio to it (`hvit.explain.colors.attention_scale`).
+        colorbar_title: what the colour measures (default "× uniform" for attention).
 
     Returns:
         ``go.Figure`` with an ``Image`` trace (when ``image`` is given) and a ``Heatmap`` trace.
     """
-    z = _np(heat)
+    raw = _np(heat)
+    z, hover = _as_shown(raw, uniform)
+    scale = _scale_of([z], signed, uniform is not None, colorbar_title)
     fig = go.Figure()
     if image is not None:
         fig.add_trace(go.Image(z=_uint8_image(image), hoverinfo="skip"))
     fig.add_trace(
         go.Heatmap(
             z=z,
+            customdata=raw if uniform is not None else None,
             opacity=opacity,
-            colorscale=colorscale or (DIVERGING if signed else SEQUENTIAL),
-            hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>",
-            **_scale([z], signed),
+            hovertemplate=hover,
+            # under the map: a single map is often drawn in a narrow column, where a bar beside it
+            # would take a third of the width
+            **scale.trace_kwargs(**HORIZONTAL_BAR),
         )
     )
-    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    if opacity_slider:
-        fig.update_layout(sliders=_opacity_slider([len(fig.data) - 1], opacity))
+    if colorscale is not None:
+        fig.data[-1].update(colorscale=colorscale)
+    lines = title.count("<br>") + 1 if title else 0
+    bar_px, slider_px = 60, 90 if opacity_slider else 0
+    top = 12 + 20 * lines
+    fig.update_layout(
+        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center"},
+        height=height,
+        margin={"l": 10, "r": 10, "t": top, "b": bar_px + slider_px},
+    )
+    if opacity_slider:  # below the colour bar, not over it
+        (slider,) = _opacity_slider([len(fig.data) - 1], opacity)
+        slider.update(
+            {"y": -bar_px / max(height - top - bar_px - slider_px, 1), "yanchor": "top", "pad": {"t": 10}}
+        )
+        fig.update_layout(sliders=[slider])
     _image_axes(fig)
     return fig
+
+
+def _panel_bar_placement(fig: go.Figure, row: int, col: int) -> dict[str, Any]:
+    """Where a panel's own colour bar goes: just right of the panel, as tall as it."""
+    sub = fig.get_subplot(row, col)
+    (_, x1), (y0, y1) = sub.xaxis.domain, sub.yaxis.domain
+    return {"x": x1 + 0.005, "xanchor": "left", "y": (y0 + y1) / 2, "yanchor": "middle", "len": y1 - y0}
 
 
 def panel_grid_figure(
@@ -128,10 +180,13 @@ def panel_grid_figure(
     cols: int = 4,
     opacity: float = 0.6,
     shared_scale: bool = True,
-    signed: bool = False,
+    signed: bool | Sequence[bool] = False,
     title: str = "",
     opacity_slider: bool = True,
-    panel_height: int = 220,
+    panel_height: int = 280,
+    uniform: float | Sequence[float] | None = None,
+    colorbar_title: str = "",
+    share_groups: Sequence[int] | None = None,
 ) -> go.Figure:
     """Facets: one panel per map, optionally over the same image, on one shared colour scale.
 
@@ -144,51 +199,81 @@ def panel_grid_figure(
         image: (H, W, 3) drawn under every map of the same size.
         cols: panels per row.
         opacity: initial map opacity (when an image is drawn).
-        shared_scale: one colour range for all panels (default), else one per panel.
-        signed: diverging colours centred on 0.
+        shared_scale: one colour range and one colour bar for all panels (default), else one each.
+        signed: diverging colours centred on 0 (one flag for all, or one per map).
         title: figure title.
         opacity_slider: add the opacity slider (when an image is drawn).
-        panel_height: pixels per row.
+        panel_height: pixels per row (panels are square: this also bounds their width).
+        uniform: attention maps: the uniform level (1/keys), one for all or one per map; every map is
+            then drawn as a ratio to its own uniform level, so panels with different key grids share
+            one meaningful scale.
+        colorbar_title: what the colour measures.
+        share_groups: instead of ``shared_scale``, a group number per map: maps of one group share
+            a scale and one colour bar (e.g. a map and its randomised twin).
 
     Returns:
         ``go.Figure`` whose heat-map traces follow the order of ``maps``.
     """
-    zs = [_np(m) for m in maps]
-    n = len(zs)
+    raws = [_np(m) for m in maps]
+    n = len(raws)
+    flags = [bool(signed)] * n if isinstance(signed, bool) else [bool(f) for f in signed]
+    shown = [_as_shown(z, u) for z, u in zip(raws, _uniforms(uniform, n), strict=True)]
+    zs = [z for z, _ in shown]
+    if share_groups is None:
+        share_groups = [0] * n if shared_scale else list(range(n))
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(share_groups):
+        members.setdefault(g, []).append(i)
+    scales = {
+        g: _scale_of([zs[i] for i in idx], flags[idx[0]], uniform is not None, colorbar_title)
+        for g, idx in members.items()
+    }
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
+    one_bar = len(members) == 1
     fig = make_subplots(
         rows=rows,
         cols=cols,
         subplot_titles=list(titles) if titles else None,
-        horizontal_spacing=0.02,
-        vertical_spacing=0.08,
+        horizontal_spacing=0.03 if one_bar else 0.09,  # room for a colour bar beside every panel
+        vertical_spacing=min(0.3, 60 / (rows * panel_height)) if rows > 1 else 0.0,
     )
     img = _uint8_image(image) if image is not None else None
-    shared = _scale(zs, signed) if shared_scale else None
     heat_traces = []
-    for i, z in enumerate(zs):
+    for i, (z, raw) in enumerate(zip(zs, raws, strict=True)):
         r, c = i // cols + 1, i % cols + 1
         under = img is not None and img.shape[:2] == z.shape
         if under:
             fig.add_trace(go.Image(z=img, hoverinfo="skip"), row=r, col=c)
-        scale = shared or _scale([z], signed)
+        group = members[share_groups[i]]
+        # A group's colour bar goes beside its last panel; a bar shared by several panels says so.
+        show = i == group[-1]
+        scale = scales[share_groups[i]]
+        if show and len(group) > 1:
+            what = "both panels" if len(group) == 2 else "all panels" if one_bar else "the row"
+            scale = replace(scale, title=f"{scale.title} ({what})" if scale.title else f"one scale: {what}")
+        placement = {} if one_bar else _panel_bar_placement(fig, r, c)
         fig.add_trace(
             go.Heatmap(
                 z=z,
+                customdata=raw if uniform is not None else None,
                 opacity=opacity if under else 1.0,
-                colorscale=DIVERGING if signed else SEQUENTIAL,
-                showscale=(i == 0) if shared_scale else False,
-                name=titles[i] if titles else f"panel {i}",
-                hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>",
-                **scale,
+                name=titles[i] if titles else f"panel {i + 1}",
+                hovertemplate=shown[i][1],
+                **scale.trace_kwargs(showscale=show, **placement),
             ),
             row=r,
             col=c,
         )
         heat_traces.append(len(fig.data) - 1)
+    for annotation in fig.layout.annotations:  # the panel titles
+        annotation.font = TITLE_FONT
     fig.update_layout(
-        title=title, height=rows * panel_height + 80, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+        title={"text": title, "font": TITLE_FONT},
+        height=rows * panel_height
+        + (60 if title else 30)
+        + (60 if img is not None and opacity_slider else 0),
+        margin={"l": 10, "r": 10, "t": 60 if title else 30, "b": 10},
     )
     if img is not None and opacity_slider:
         fig.update_layout(sliders=_opacity_slider(heat_traces, opacity))
@@ -206,15 +291,21 @@ def head_grid_figure(
 ) -> go.Figure:
     """Every head of one layer over the input (an `AttentionViews`), titled with each head's key grid.
 
-    ``kind`` is "received" or "query" (the attention of the query at ``pixel``); further keyword
+    ``kind`` is "received" or "query" (the attention of the query at ``pixel``). Each head is drawn as
+    a ratio to its own uniform level (1/keys), on one scale shared by every head. Further keyword
     arguments go to `panel_grid_figure`.
     """
     maps = views.head_maps(stage, block, kind, pixel)
-    titles = []
+    titles, uniform = [], []
     for h in range(maps.shape[0]):
         record, _ = views.head_group(stage, block, h)
-        titles.append(f"head {h} · keys {record.key_grid[0]}x{record.key_grid[1]}")
-    kwargs.setdefault("title", f"Stage {stage + 1}, block {block % views.num_blocks(stage) + 1}: every head")
+        titles.append(f"head {h + 1} · keys {record.key_grid[0]}x{record.key_grid[1]}")
+        uniform.append(views.uniform_level(stage, block, h))
+    what = "attention received" if kind == "received" else "where the query looks"
+    kwargs.setdefault(
+        "title", f"Stage {stage + 1}, block {block % views.num_blocks(stage) + 1}: {what}, every head"
+    )
+    kwargs.setdefault("uniform", uniform)
     return panel_grid_figure(list(maps), titles, image=views.images[0], **kwargs)
 
 
@@ -224,10 +315,53 @@ def stage_panels_figure(
     titles: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> go.Figure:
-    """One panel per stage (e.g. `AttentionViews.stage_maps` or `AttentionRollout` maps at image size)."""
+    """One panel per stage (e.g. `AttentionViews.stage_maps` or `AttentionRollout` maps at image size).
+
+    Pass ``uniform`` (one level per stage, or one for all) to draw attention against uniform attention.
+    """
     titles = list(titles) if titles else [f"stage {i + 1}" for i in range(len(maps))]
     kwargs.setdefault("cols", len(maps))
     return panel_grid_figure(maps, titles, image=image, **kwargs)
+
+
+def twin_figure(
+    image: np.ndarray | torch.Tensor | None,
+    pairs: Mapping[str, tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]],
+    signed: Mapping[str, bool] | None = None,
+    labels: tuple[str, str] = ("trained model", "random weights"),
+    opacity: float = 0.6,
+    panel_height: int = 280,
+    cols: int = 2,
+) -> go.Figure:
+    """Each method's map next to its twin (e.g. the randomised model's), one row per method.
+
+    The two maps of a row share one colour scale and one colour bar, so a change between them is a
+    change in the map, never in the scale.
+
+    Args:
+        image: (H, W, 3) drawn under both maps.
+        pairs: method name -> (map, twin map).
+        signed: method name -> diverging colours centred on 0.
+        labels: what the two columns show.
+        opacity: initial map opacity.
+        panel_height: pixels per row.
+        cols: 2 (a map beside its twin) or 1 (one under the other, for a narrow column).
+    """
+    signed = signed or {}
+    names = list(pairs)
+    maps = [m for n in names for m in pairs[n]]
+    titles = [f"{n}: {label}" for n in names for label in labels]
+    return panel_grid_figure(
+        maps,
+        titles,
+        image=image,
+        cols=cols,
+        opacity=opacity,
+        signed=[signed.get(n, False) for n in names for _ in labels],
+        share_groups=[i for i in range(len(names)) for _ in labels],
+        opacity_slider=False,
+        panel_height=panel_height,
+    )
 
 
 def footprint_figure(
@@ -251,7 +385,9 @@ def footprint_figure(
     if key is not None:
         z = np.where(lab == key, 1.0, 0.0)
         fig = overlay_figure(image, z, opacity, title, colorscale="Blues")
-        fig.data[-1].hovertemplate = "y %{y}, x %{x}: in key " + str(key) + ": %{z}<extra></extra>"
+        fig.data[-1].update(
+            hovertemplate="y %{y}, x %{x}: in key " + str(key) + ": %{z}<extra></extra>", showscale=False
+        )
         return fig
     if key_grid is not None:
         z = np.where(lab < 0, np.nan, (lab // key_grid[1] + lab % key_grid[1]) % 2)
@@ -320,7 +456,7 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
         mine = [r for r in recs if r["head"] == h]
         x = [r["stage"] + 1 + 0.06 * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
         text = [
-            f"stage {r['stage'] + 1}, head {h}" + (f", block {r['block'] + 1}" if "block" in r else "")
+            f"stage {r['stage'] + 1}, head {h + 1}" + (f", block {r['block'] + 1}" if "block" in r else "")
             for r in mine
         ]
         for col, key in ((1, "mean_distance"), (2, "normalized_entropy")):
@@ -329,8 +465,8 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
                     x=x,
                     y=[r[key] for r in mine],
                     mode="markers",
-                    name=f"head {h}",
-                    legendgroup=f"head {h}",
+                    name=f"head {h + 1}",
+                    legendgroup=f"head {h + 1}",
                     showlegend=col == 1,
                     text=text,
                     marker={"color": _palette(i), "size": 9},
@@ -349,7 +485,7 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
 def ablation_figure(results: Sequence, title: str = "Switching one head off") -> go.Figure:
     """Change of the class probability when each head is switched off (`head_ablation_scan`)."""
     recs = [r if isinstance(r, Mapping) else r.to_dict() for r in results]
-    labels = [f"S{r['stage'] + 1} h{','.join(str(h) for h in r['heads'])}" for r in recs]
+    labels = [f"S{r['stage'] + 1} h{','.join(str(h + 1) for h in r['heads'])}" for r in recs]
     deltas = [r["delta"] for r in recs]
     fig = go.Figure(
         go.Bar(
@@ -360,7 +496,10 @@ def ablation_figure(results: Sequence, title: str = "Switching one head off") ->
         )
     )
     fig.update_layout(
-        title=title, yaxis_title="Δ probability of the class", xaxis_title="stage, head", height=380
+        title=title,
+        yaxis_title="Δ probability of the class",
+        xaxis_title="stage (S1 = stage 1), head (h1 = head 1)",
+        height=380,
     )
     return fig
 
@@ -369,25 +508,26 @@ def attribution_grid_figure(
     image: np.ndarray | torch.Tensor,
     maps: Mapping[str, np.ndarray | torch.Tensor],
     signed: Mapping[str, bool] | None = None,
-    cols: int = 4,
+    cols: int = 3,
     opacity: float = 0.6,
+    panel_height: int = 280,
 ) -> go.Figure:
     """Several methods' maps of one image side by side.
 
     Methods measure different things in different units, so each panel keeps its own colour range
-    (symmetric around 0 for signed methods) and its title states that range: a near-zero map is
-    then visibly near zero instead of being stretched to look like the others.
+    and its own colour bar (sequential from 0, or symmetric around 0 for signed methods): a near-zero
+    map is then visibly near zero on its bar instead of being stretched to look like the others.
     """
-    names = list(maps)
-    zs = [_np(maps[n]) for n in names]
-    titles = [
-        f"{n} [{float(np.nanmin(z)):.2g}, {float(np.nanmax(z)):.2g}]" for n, z in zip(names, zs, strict=True)
-    ]
     signed = signed or {}
-    fig = panel_grid_figure(zs, titles, image=image, cols=cols, opacity=opacity, shared_scale=False)
-    # Signed panels: diverging colours centred on 0, each with its own symmetric range.
-    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
-    for trace, name, z in zip(heat, names, zs, strict=True):
-        if signed.get(name, False):
-            trace.update(colorscale=DIVERGING, **_scale([z], True))
-    return fig
+    names = list(maps)
+    return panel_grid_figure(
+        [maps[n] for n in names],
+        names,
+        image=image,
+        cols=cols,
+        opacity=opacity,
+        shared_scale=False,
+        signed=[signed.get(n, False) for n in names],
+        panel_height=panel_height,
+        opacity_slider=False,
+    )

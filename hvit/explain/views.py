@@ -309,6 +309,26 @@ class AttentionViews:
             for r in self.groups(stage, block)
         ]
 
+    def uniform_level(self, stage: int, block: int = -1, head: int | None = None) -> float:
+        """The attention a key gets when a query spreads its attention evenly: 1 / keys.
+
+        The reference against which the apps draw attention (`hvit.explain.colors.uniform_ratio`).
+        Keys count the class token when the layer has one. ``head=None`` (the mean over the heads of a
+        multi-scale layer) weights each group's level by its number of heads, as the mean map does.
+        """
+        if head is not None:
+            record, _ = self.head_group(stage, block, head)
+            return 1.0 / (record.key_grid[0] * record.key_grid[1] + record.num_prefix_tokens)
+        groups = self.groups(stage, block)
+        levels = [len(g.heads) / (g.key_grid[0] * g.key_grid[1] + g.num_prefix_tokens) for g in groups]
+        return sum(levels) / self.num_heads(stage)
+
+    @property
+    def rollout_uniform_level(self) -> float:
+        """A rollout map's value at one stage-1 token when it is spread evenly: 1 / stage-1 tokens."""
+        grid = self.groups(0)[0].query_grid
+        return 1.0 / (grid[0] * grid[1])
+
 
 def attention_views(model: nn.Module, image: ImageLike) -> AttentionViews:
     """Run ``model`` once with attention recording on, ready for every view.

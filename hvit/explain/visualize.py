@@ -84,7 +84,7 @@ def visualize_attention(
         for h in range(heads[s]):
             record, _ = views.head_group(s, block, h)
             dist = next(st.mean_distance for st in stats if (st.stage, st.block, st.head) == (s, b, h))
-            title = f"S{s + 1} head {h}\nkeys {record.key_grid[0]}x{record.key_grid[1]} · {dist:.0f} px"
+            title = f"S{s + 1} head {h + 1}\nkeys {record.key_grid[0]}x{record.key_grid[1]} · {dist:.0f} px"
             _overlay(axes[1 + s, h], img, maps[h], title, vmax)
     fig.tight_layout()
     path = Path(save_path)

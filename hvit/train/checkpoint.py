@@ -48,6 +48,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from hvit.preprocessing import Preprocessing
+
 if TYPE_CHECKING:
     from hvit.config import HViTConfig
 
@@ -363,7 +365,6 @@ def _check_model(c: _Checker, model: Any) -> HViTConfig | None:
 
 def _check_preprocessing(c: _Checker, pre: Any, config: HViTConfig | None) -> None:
     from hvit.config import MAX_SIDE
-    from hvit.preprocessing import Preprocessing
 
     if pre is None:
         return
@@ -800,7 +801,16 @@ def load_checkpoint(
     check_compatible(ckpt, model)
     model.load_state_dict(ckpt.state_dict)
     if ckpt.preprocessing is not None:
-        from hvit.preprocessing import Preprocessing
-
-        model.preprocessing = Preprocessing.from_dict(ckpt.preprocessing)
+        model.preprocessing = stored_preprocessing(ckpt.preprocessing)
     return model.to(device).eval()
+
+
+def stored_preprocessing(stored: dict[str, Any]) -> Preprocessing:
+    """The `Preprocessing` of a checkpoint's metadata; a file written before ``domain`` existed gets the
+    domain its class names identify (`hvit.data.infer_domain`), or None."""
+    from hvit.data.domains import infer_domain
+
+    pre = Preprocessing.from_dict(stored)
+    if "domain" not in stored:  # written before the field existed (a stored null stays None)
+        pre.domain = infer_domain(pre.class_names)
+    return pre

@@ -623,9 +623,9 @@ class HViTTrainer:
             _check_optimizer_fits(ckpt, self.optimizer)  # before anything is restored: all or nothing
         self.module.load_state_dict(ckpt.state_dict)
         if ckpt.preprocessing is not None and hasattr(self.module, "preprocessing"):
-            from hvit.preprocessing import Preprocessing
+            from hvit.train.checkpoint import stored_preprocessing
 
-            self.module.preprocessing = Preprocessing.from_dict(ckpt.preprocessing)
+            self.module.preprocessing = stored_preprocessing(ckpt.preprocessing)
         if ckpt.optimizer is not None:
             if not restore_optimizer:
                 logger.warning(
