@@ -51,9 +51,11 @@ from hvit.demo import (
     predict,
     sample_images,
 )
+from hvit.demo.domain import model_domain, out_of_domain_note
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
+from hvit.explain.rollout import rollout_all_stages
 from hvit.explain.views import AttentionViews, attention_views
 from hvit.interchange import PretrainedUnavailableError
 from hvit.model import HierarchialViT
@@ -215,6 +217,18 @@ DEFAULT_METHOD = "integrated_gradients"
 # Fewer integration steps and samples than the library's defaults: a demo answers in seconds on 2 vCPUs.
 DEMO_SETTINGS = AttributionSettings(n_steps=16, nt_samples=8, shap_samples=8)
 
+# What the stage panels (and the head grid) show. The first two follow the query point.
+VIEW_LABELS: dict[str, str] = {
+    "query": "Where the query point looks",
+    "rollout": "Rollout: what the query point draws from",
+    "received": "Attention each key receives",
+}
+DEFAULT_VIEW = "query"
+# Panels per row: at 1366 px a full-width plot holds four panels of about 270 px (issue 12: >= 240 px).
+PANELS_PER_ROW = 4
+PANEL_HEIGHT = 300  # pixels per row of panels; panels are square, so this also bounds their width
+QUERY_COLOUR = "#40c057"  # the query token's outline on every panel
+
 
 def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[str, float]:
     """``{class name: probability}`` of the ``k`` most likely classes, the form `gr.Label` shows."""
@@ -228,6 +242,12 @@ def _check_method(method: str) -> str:
     return method
 
 
+def _check_view(view: str) -> str:
+    if view not in VIEW_LABELS:
+        raise _refusal(f"Unknown view {view!r}; choose one of {', '.join(VIEW_LABELS)}.")
+    return view
+
+
 def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
     """0-based stage from the 1-based number the UI shows."""
     num_stages = len(model.stages)
@@ -237,21 +257,94 @@ def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
     return int(stage) - 1
 
 
-def _stages_figure(views: AttentionViews) -> go.Figure:
-    titles = []
-    for s in range(views.num_stages):
-        (q_h, q_w), (k_h, k_w) = views.groups(s)[0].query_grid, views.groups(s)[0].key_grid
-        titles.append(f"stage {s + 1}: {q_h}x{q_w} queries, {k_h}x{k_w} keys")
-    # Each stage on its own colour scale: a stage with 4 keys gives each far more attention than one
-    # with 64, and a shared scale would show the fine stages as blank.
-    return stage_panels_figure(
-        views.images[0], views.stage_maps(), titles, shared_scale=False,
-        title="Attention each key receives (mean over queries and heads, last block of each stage)",
+def _check_query(query_x: float | None, query_y: float | None) -> tuple[float, float]:
+    """The query point as fractions of the image's width and height, from the UI's percentages."""
+    point = []
+    for name, value in (("query_x", query_x), ("query_y", query_y)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise _refusal(f"{name} must be a number from 0 to 100 (per cent of the image), got {value!r}.")
+        point.append(float(value) / 100)
+    return point[0], point[1]
+
+
+def _query_pixel(views: AttentionViews, query: tuple[float, float]) -> tuple[int, int]:
+    """The model-input pixel (y, x) at fractions ``query`` = (across, down) of the image.
+
+    The model sees the whole image resized to a square (no crop), so a fraction of the image is the
+    same fraction of the model's input.
+    """
+    height, width = views.image_size
+    return min(int(query[1] * height), height - 1), min(int(query[0] * width), width - 1)
+
+
+def _mark_query(fig: go.Figure, views: AttentionViews, pixel: tuple[int, int], stages: Sequence[int]) -> None:
+    """Outline, on each map panel, the query token of its stage (``stages[i]`` for panel i)."""
+    panels = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    for trace, s in zip(panels, stages, strict=True):
+        stride = views.strides[s]
+        i, j = views.query_token(s, pixel)
+        fig.add_shape(
+            type="rect",
+            x0=j * stride - 0.5,
+            y0=i * stride - 0.5,
+            x1=(j + 1) * stride - 0.5,
+            y1=(i + 1) * stride - 0.5,
+            xref=trace.xaxis or "x",
+            yref=trace.yaxis or "y",
+            line={"color": QUERY_COLOUR, "width": 3},
+        )
+
+
+def _stages_figure(
+    model: HierarchialViT, views: AttentionViews, view: str, pixel: tuple[int, int]
+) -> go.Figure:
+    """One panel per stage, all on one colour scale measured against uniform attention."""
+    n = views.num_stages
+    if view == "rollout":
+        rollout = rollout_all_stages(
+            views.maps, views.strides, model.config.downsample_stride, views.image_size, pixel=pixel
+        )
+        maps = [rollout.to_image(s)[0] for s in range(n)]
+        uniform: float | list[float] = views.rollout_uniform_level  # every map spreads over stage-1 tokens
+        titles = [f"stage {s + 1} output" for s in range(n)]
+        title = (
+            "Attention rollout: which pixels the query point's token at each stage draws from "
+            "(all blocks below it, mean over heads)"
+        )
+    else:
+        maps = views.stage_maps(kind="query" if view == "query" else "received", pixel=pixel)
+        uniform = [views.uniform_level(s) for s in range(n)]
+        titles = []
+        for s in range(n):
+            (k_h, k_w) = views.groups(s)[0].key_grid
+            titles.append(f"stage {s + 1} · keys {k_h}x{k_w}")
+        title = (
+            "Where the query point looks in each stage (last block, mean over heads)"
+            if view == "query"
+            else "Attention each key receives in each stage (mean over queries and heads, last block)"
+        )
+    # One scale for every stage: attention as a multiple of uniform (1/keys) compares across key grids.
+    fig = stage_panels_figure(
+        views.images[0], maps, titles, cols=min(n, PANELS_PER_ROW), panel_height=PANEL_HEIGHT,
+        uniform=uniform, title=title,
     )  # fmt: skip
+    if view != "received":
+        _mark_query(fig, views, pixel, range(n))
+    return fig
 
 
-def _heads_figure(views: AttentionViews, stage: int) -> go.Figure:
-    return head_grid_figure(views, stage)  # one colour scale: a near-silent head stays visibly silent
+def _heads_figure(views: AttentionViews, stage: int, view: str, pixel: tuple[int, int]) -> go.Figure:
+    """Every head of ``stage``'s last block: the query point's attention, or the attention keys receive.
+
+    One colour scale for all heads, so a near-silent head stays visibly silent.
+    """
+    kind = "received" if view == "received" else "query"
+    fig = head_grid_figure(
+        views, stage, kind=kind, pixel=pixel, cols=PANELS_PER_ROW, panel_height=PANEL_HEIGHT
+    )
+    if kind == "query":
+        _mark_query(fig, views, pixel, [stage] * views.num_heads(stage))
+    return fig
 
 
 def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, stage: int) -> go.Figure:
@@ -259,17 +352,19 @@ def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, 
     names = model.preprocessing.class_names
     target = int(result.target[0])
     class_name = names[target] if names else f"class {target}"
-    title = f"{METHOD_LABELS[method].split(' (')[0]} for {class_name!r}"
+    name = f"Grad-CAM on stage {stage + 1}" if method == "grad_cam" else METHOD_LABELS[method].split(" (")[0]
+    title = f"{name}: the pixels behind {class_name!r}"
     if result.note:
         title += f"<br><sup>{result.note}</sup>"
     display = display_images(model, prepare_images(model, image))[0]  # what the model saw, in [0, 1]
     return panel_grid_figure(
-        [result.map[0]], [""], image=display, cols=1, signed=result.signed, title=title, panel_height=340
-    )
+        [result.map[0]], [""], image=display, cols=1, signed=result.signed, title=title, panel_height=340,
+        colorbar_title="red: for, blue: against" if result.signed else "importance (0 = none)",
+    )  # fmt: skip
 
 
 def describe_model(label: str) -> str:
-    """Markdown about the selected model: what it recognises and at what resolution it looks.
+    """Markdown about the selected model: its domain (what it learned, its classes, its input size).
 
     Loading happens here, so choosing a model warms it up, and an unavailable one is explained at once.
     """
@@ -278,18 +373,30 @@ def describe_model(label: str) -> str:
         model, _ = MODELS.load(label)  # read-only look at the pristine copy
     except (PretrainedUnavailableError, FileNotFoundError, CheckpointError) as err:
         return f"**{label} is not available here.** {err}"
-    pre, cfg = model.preprocessing, model.config
     params = sum(p.numel() for p in model.parameters()) / 1e6
     variant = getattr(model, "variant", "hvit")
-    names = pre.class_names or []
-    shown = ", ".join(names[:8]) + (f", ... ({len(names)} classes)" if len(names) > 8 else "")
     return (
-        f"{variant}: {params:.2f} M parameters, {len(cfg.depths)} stages; it sees every image resized to "
-        f"{pre.img_size}x{pre.img_size} pixels. Classes: {shown or f'{cfg.num_classes}, unnamed'}."
+        f"{variant}, {params:.2f} M parameters, {len(model.config.depths)} stages. "
+        f"{model_domain(model).describe()}"
     )
 
 
-def analyse(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
+def _summary(top: dict[str, float], note: str | None, seconds: float) -> str:
+    """The answer in words, with the out-of-domain note right under it when there is one."""
+    best, prob = next(iter(top.items()))
+    text = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
+    return text + (f"\n\n> ⚠️ {note}" if note else "")
+
+
+def analyse(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, ...]:
     """Everything the demo shows for one image, from one call.
 
     Args:
@@ -297,28 +404,40 @@ def analyse(image: ImageInput, model_label: str, method: str, stage: int) -> tup
         model_label: a label of `hvit.demo.model_choices()`.
         method: an attribution method, a key of `METHOD_LABELS`.
         stage: 1-based stage whose heads the head grid shows (and Grad-CAM uses).
+        view: what the attention plots show, a key of `VIEW_LABELS`.
+        query_x, query_y: the query point, in per cent of the image's width (from the left) and
+            height (from the top).
 
     Returns:
         ``(top-5 {class: probability}, per-stage attention figure, per-head figure of ``stage``,
-        attribution figure, Markdown summary)``.
+        attribution figure, Markdown summary with the out-of-domain note when the image is not the
+        kind the model learned)``.
     """
     img = read_image(image)
-    method = _check_method(method)
+    method, view, query = _check_method(method), _check_view(view), _check_query(query_x, query_y)
     start = time.perf_counter()
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
         top = top_classes(model, img)
+        note = out_of_domain_note(model, img)
         views = attention_views(model, img)
-        stages_fig = _stages_figure(views)
-        heads_fig = _heads_figure(views, s)
+        pixel = _query_pixel(views, query)
+        stages_fig = _stages_figure(model, views, view, pixel)
+        heads_fig = _heads_figure(views, s, view, pixel)
         attribution_fig = _attribution_figure(model, img, method, s)
-    seconds = time.perf_counter() - start
-    best, prob = next(iter(top.items()))
-    summary = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
+    summary = _summary(top, note, time.perf_counter() - start)
     return top, stages_fig, heads_fig, attribution_fig, summary
 
 
-def analyse_new_image(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
+def analyse_new_image(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, ...]:
     """`analyse`, run when the visitor gives an image or picks another model.
 
     Clears the outputs when the image is removed. A model that cannot be loaded is reported in the
@@ -336,17 +455,42 @@ def analyse_new_image(image: ImageInput, model_label: str, method: str, stage: i
             None,
             f"**{model_label}** is not available here; see the note under the model list.",
         )
-    return analyse(image, model_label, method, stage)
+    return analyse(image, model_label, method, stage, view, query_x, query_y)
 
 
-def show_heads(image: ImageInput, model_label: str, stage: int) -> go.Figure | None:
-    """The per-head grid of one stage (1-based); ``None`` while there is no image yet."""
+def show_attention(
+    image: ImageInput,
+    model_label: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[go.Figure | None, go.Figure | None]:
+    """The stage panels and the head grid for another query point, view or stage; one model pass.
+
+    Returns ``(None, None)`` while there is no image yet.
+    """
     if image is None:
-        return None
+        return None, None
     img = read_image(image)
+    view, query = _check_view(view), _check_query(query_x, query_y)
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
-        return _heads_figure(attention_views(model, img), s)
+        views = attention_views(model, img)
+        pixel = _query_pixel(views, query)
+        return _stages_figure(model, views, view, pixel), _heads_figure(views, s, view, pixel)
+
+
+def pick_query(image: ImageInput, view: str, evt: gr.SelectData) -> tuple[float, float, str]:
+    """The query point where the visitor clicked the image, in per cent; shows a query view.
+
+    ``evt.index`` is the clicked pixel (x, y) of the image as uploaded.
+    """
+    width, height = read_image(image).size
+    x, y = evt.index[0], evt.index[1]
+    query_x = round(100 * (min(max(x, 0), width - 1) + 0.5) / width, 1)
+    query_y = round(100 * (min(max(y, 0), height - 1) + 0.5) / height, 1)
+    return query_x, query_y, view if view != "received" else DEFAULT_VIEW
 
 
 def show_attribution(image: ImageInput, model_label: str, method: str, stage: int) -> go.Figure | None:
@@ -359,6 +503,41 @@ def show_attribution(image: ImageInput, model_label: str, method: str, stage: in
         return _attribution_figure(model, img, method, _check_stage(model, stage))
 
 
+def show_heads(
+    image: ImageInput,
+    model_label: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> go.Figure | None:
+    """The head grid of another stage (1-based); ``None`` while there is no image yet."""
+    if image is None:
+        return None
+    img = read_image(image)
+    view, query = _check_view(view), _check_query(query_x, query_y)
+    with _model_for_request(model_label) as model:
+        s = _check_stage(model, stage)
+        views = attention_views(model, img)
+        return _heads_figure(views, s, view, _query_pixel(views, query))
+
+
+def show_stage(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, Any]:
+    """Another stage chosen: its head grid, and a new map when the method is Grad-CAM (stage-bound)."""
+    heads = show_heads(image, model_label, stage, view, query_x, query_y)
+    if method != "grad_cam":
+        return heads, gr.skip()
+    return heads, show_attribution(image, model_label, method, stage)
+
+
 # --------------------------------------------------------------------------------------------------
 # The UI: widgets and wiring only
 # --------------------------------------------------------------------------------------------------
@@ -366,8 +545,9 @@ def show_attribution(image: ImageInput, model_label: str, method: str, stage: in
 INTRO = """\
 # Where does a pyramid vision transformer look?
 Drop in an image, take one with the webcam, or click an example. The model answers with its five most
-likely classes. The plots show where each **stage** of the pyramid attends (averaged over its heads),
-how the **heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
+likely classes. **Click the image** to choose a query point: the plots show where that point looks in
+each **stage** of the pyramid, what it draws from in the image (**rollout**), how the **heads** of one
+stage differ, and which pixels an **attribution** method credits for the answer.
 """
 LIMITS = (
     f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB "
@@ -376,13 +556,20 @@ LIMITS = (
 HOW_TO_READ = """\
 - **Stages.** Each stage works on a coarser grid of tokens than the one before (4, 8, 16 and 32 pixels
   per token in PVT). Its queries are the tokens; its keys are a spatially *reduced* grid, so every key
-  summarises a patch of tokens. A panel shows how much attention each key receives, averaged over all
-  queries and heads, painted over the pixels that key summarises.
+  summarises a patch of tokens, and a panel paints each key's value over the pixels it summarises.
+  The green square is the query point's token in that stage: it grows as the grid gets coarser.
+- **Against uniform.** Attention is drawn as a multiple of *uniform* attention (1 / keys: what every
+  key would get if the query looked everywhere alike). 1 is marked on the colour bar; dark is less than
+  uniform, bright more. All panels of a plot share one colour bar, so they can be compared.
+- **Rollout** multiplies the attention of every block below a stage (with the residual path), carried
+  back to the pixels: what the query point's token at that stage has gathered information from.
 - **Heads.** The heads of one stage share one colour scale, so a head that barely varies looks flat
   instead of being stretched to look like the others.
 - **Attribution.** Which input pixels the top class depends on. For the signed methods (integrated
   gradients, input x gradient, GradientSHAP, occlusion) red raises the class score and blue lowers it.
 - **Opacity.** The slider under each plot fades the map over the image.
+- **Domain.** A model only knows the images it learned (see the note under the model list). Shown
+  anything else it still picks one of its classes; a note beside the answer says when that happens.
 """
 
 
@@ -400,7 +587,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
 
     Args:
         models: labels offered in the model selector, the first being the default.
-        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`.
+        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`. The
+            first one is the image the demo opens with (the default model's kind of image).
 
     Returns:
         A `gr.Blocks` with its queue configured; call ``.launch()`` on it.
@@ -414,9 +602,16 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         with gr.Row():
             with gr.Column(scale=2):
                 image = gr.Image(
-                    label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", height=320
+                    value=str(examples[0]) if examples else None,
+                    label="Image (click it to choose the query point)",
+                    sources=["upload", "webcam", "clipboard"],
+                    type="filepath",
+                    height=320,
                 )
                 gr.Markdown(LIMITS)
+                with gr.Row():
+                    query_x = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the left")
+                    query_y = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the top")
                 model = gr.Dropdown(list(models), value=models[0], label="Model")
                 model_info = gr.Markdown()
                 method = gr.Dropdown(
@@ -431,10 +626,18 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
                 top5 = gr.Label(num_top_classes=5, label="Top-5 classes")
                 attribution = gr.Plot(label="Attribution")
         # Drawn below the examples (`.render()` at the end), so the examples sit next to the input.
-        stages = gr.Plot(label="Attention of each stage", render=False)
+        view = gr.Radio(
+            [(text, name) for name, text in VIEW_LABELS.items()],
+            value=DEFAULT_VIEW,
+            label="The attention plots show",
+            render=False,
+        )
+        stages = gr.Plot(label="Attention in each stage", render=False)
         heads = gr.Plot(label="Attention of each head in the chosen stage", render=False)
 
-        inputs, outputs = [image, model, method, stage], [top5, stages, heads, attribution, summary]
+        inputs = [image, model, method, stage, view, query_x, query_y]
+        outputs = [top5, stages, heads, attribution, summary]
+        attention_inputs = [image, model, stage, view, query_x, query_y]
         # Every event that runs a model shares one concurrency group (`CONCURRENCY_LIMIT` at a time).
         # preprocess=False: the functions get the raw upload and check it themselves (`read_image`), so
         # a bad file gets a message that says what to do instead of a decoder traceback.
@@ -443,14 +646,23 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         on_input = dict(run_model, trigger_mode="always_last")  # clicking through: only the last one runs
         run.click(analyse, inputs, outputs, api_name="predict", **run_model)
         image.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
-        stage.input(show_heads, [image, model, stage], heads, api_name="heads", **on_input)
-        method.input(show_attribution, inputs, attribution, api_name="attribution", **on_input)
+        # A click on the image moves the query point, then redraws the attention plots for it.
+        image.select(
+            pick_query, [image, view], [query_x, query_y, view], api_visibility="private", preprocess=False
+        ).then(show_attention, attention_inputs, [stages, heads], api_visibility="private", **run_model)
+        for changed in (query_x, query_y, view):
+            changed.input(
+                show_attention, attention_inputs, [stages, heads], api_visibility="private", **on_input
+            )
+        stage.input(show_stage, inputs, [heads, attribution], api_visibility="private", **on_input)
+        method.input(show_attribution, inputs[:4], attribution, api_name="attribution", **on_input)
         model.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
         model.change(describe_model, model, model_info, api_name="describe_model", **run_model)
         demo.load(describe_model, model, model_info, api_visibility="private", **run_model)
-        if examples:
+        if examples:  # the demo opens with an answer for its first example, not with empty plots
+            demo.load(analyse_new_image, inputs, outputs, api_visibility="private", **run_model)
             gr.Examples(
-                [[str(p), models[0], DEFAULT_METHOD, 1] for p in examples],
+                [[str(p), models[0], DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in examples],
                 inputs=inputs,
                 outputs=outputs,
                 fn=analyse,
@@ -460,6 +672,7 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
                 examples_per_page=MAX_EXAMPLES,
                 visible_columns=[0],  # the images; the other columns are the defaults set above
             )
+        view.render()
         stages.render()
         heads.render()
         with gr.Accordion("How to read these plots", open=False):
