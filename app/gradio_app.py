@@ -32,7 +32,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 try:
     import hvit  # noqa: F401  (installed with `pip install -e .`, as requirements.txt does)
@@ -45,6 +45,7 @@ from hvit.demo import (
     MAX_UPLOAD_BYTES,
     SHIPPED,
     ImageInputError,
+    enlarge,
     load_image,
     load_model_choice,
     model_choices,
@@ -226,8 +227,9 @@ VIEW_LABELS: dict[str, str] = {
 DEFAULT_VIEW = "query"
 # Panels per row: at 1366 px a full-width plot holds four panels of about 270 px (issue 12: >= 240 px).
 PANELS_PER_ROW = 4
-PANEL_HEIGHT = 300  # pixels per row of panels; panels are square, so this also bounds their width
+PANEL_HEIGHT = 360  # pixels per row of panels; panels are square, so this also bounds their width
 QUERY_COLOUR = "#40c057"  # the query token's outline on every panel
+PICTURE_SIDE = 256  # the model's view is enlarged (sharp pixels) to at least this side, to click on
 
 
 def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[str, float]:
@@ -293,6 +295,29 @@ def _mark_query(fig: go.Figure, views: AttentionViews, pixel: tuple[int, int], s
             yref=trace.yaxis or "y",
             line={"color": QUERY_COLOUR, "width": 3},
         )
+
+
+def _query_picture(views: AttentionViews, pixel: tuple[int, int]) -> np.ndarray:
+    """What the model sees (its input, enlarged with sharp pixels) with the query point marked.
+
+    A shapes image of 32 px would be a stamp in the upload box; this picture is big enough to click on.
+
+    Returns:
+        (S * f, S * f, 3) uint8, f the smallest whole factor reaching `PICTURE_SIDE`.
+    """
+    side = max(views.image_size)
+    factor = max(1, -(-PICTURE_SIDE // side))  # ceil
+    picture = enlarge(views.images[0], side * factor)
+    draw = ImageDraw.Draw(picture)
+    y, x = (pixel[0] + 0.5) * factor, (pixel[1] + 0.5) * factor
+    radius = max(6, factor * 2)
+    for width, colour in ((5, "black"), (3, QUERY_COLOUR)):  # a dark rim: visible on light and dark
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=width)
+        draw.line((x - 2 * radius, y, x - radius, y), fill=colour, width=width)
+        draw.line((x + radius, y, x + 2 * radius, y), fill=colour, width=width)
+        draw.line((x, y - 2 * radius, x, y - radius), fill=colour, width=width)
+        draw.line((x, y + radius, x, y + 2 * radius), fill=colour, width=width)
+    return np.asarray(picture)
 
 
 def _stages_figure(
@@ -409,9 +434,9 @@ def analyse(
             height (from the top).
 
     Returns:
-        ``(top-5 {class: probability}, per-stage attention figure, per-head figure of ``stage``,
-        attribution figure, Markdown summary with the out-of-domain note when the image is not the
-        kind the model learned)``.
+        ``(top-5 {class: probability}, the model's view with the query point marked, per-stage
+        attention figure, per-head figure of ``stage``, attribution figure, Markdown summary with the
+        out-of-domain note when the image is not the kind the model learned)``.
     """
     img = read_image(image)
     method, view, query = _check_method(method), _check_view(view), _check_query(query_x, query_y)
@@ -422,11 +447,12 @@ def analyse(
         note = out_of_domain_note(model, img)
         views = attention_views(model, img)
         pixel = _query_pixel(views, query)
+        picture = _query_picture(views, pixel)
         stages_fig = _stages_figure(model, views, view, pixel)
         heads_fig = _heads_figure(views, s, view, pixel)
         attribution_fig = _attribution_figure(model, img, method, s)
     summary = _summary(top, note, time.perf_counter() - start)
-    return top, stages_fig, heads_fig, attribution_fig, summary
+    return top, picture, stages_fig, heads_fig, attribution_fig, summary
 
 
 def analyse_new_image(
@@ -444,17 +470,12 @@ def analyse_new_image(
     summary rather than as an error pop-up: the note under the model list already says why.
     """
     if image is None:
-        return None, None, None, None, ""
+        return None, None, None, None, None, ""
     try:
         MODELS.load(_check_model_label(model_label))
     except (PretrainedUnavailableError, FileNotFoundError, CheckpointError):
-        return (
-            None,
-            None,
-            None,
-            None,
-            f"**{model_label}** is not available here; see the note under the model list.",
-        )
+        unavailable = f"**{model_label}** is not available here; see the note under the model list."
+        return None, None, None, None, None, unavailable
     return analyse(image, model_label, method, stage, view, query_x, query_y)
 
 
@@ -465,28 +486,32 @@ def show_attention(
     view: str = DEFAULT_VIEW,
     query_x: float = 50,
     query_y: float = 50,
-) -> tuple[go.Figure | None, go.Figure | None]:
-    """The stage panels and the head grid for another query point, view or stage; one model pass.
+) -> tuple[np.ndarray | None, go.Figure | None, go.Figure | None]:
+    """The model's view, the stage panels and the head grid for another query point or view.
 
-    Returns ``(None, None)`` while there is no image yet.
+    One model pass. Returns ``(None, None, None)`` while there is no image yet.
     """
     if image is None:
-        return None, None
+        return None, None, None
     img = read_image(image)
     view, query = _check_view(view), _check_query(query_x, query_y)
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
         views = attention_views(model, img)
         pixel = _query_pixel(views, query)
-        return _stages_figure(model, views, view, pixel), _heads_figure(views, s, view, pixel)
+        picture = _query_picture(views, pixel)
+        return picture, _stages_figure(model, views, view, pixel), _heads_figure(views, s, view, pixel)
 
 
-def pick_query(image: ImageInput, view: str, evt: gr.SelectData) -> tuple[float, float, str]:
-    """The query point where the visitor clicked the image, in per cent; shows a query view.
+def pick_query(picture: ImageInput, view: str, evt: gr.SelectData) -> tuple[float, float, str]:
+    """The query point where the visitor clicked an image, in per cent; shows a query view.
 
-    ``evt.index`` is the clicked pixel (x, y) of the image as uploaded.
+    Args:
+        picture: the image clicked: the upload, or the model's view (the same picture, resized).
+        view: the view shown; "received" (which has no query) switches to `DEFAULT_VIEW`.
+        evt: ``evt.index`` is the clicked pixel (x, y) of ``picture``.
     """
-    width, height = read_image(image).size
+    width, height = read_image(picture).size
     x, y = evt.index[0], evt.index[1]
     query_x = round(100 * (min(max(x, 0), width - 1) + 0.5) / width, 1)
     query_y = round(100 * (min(max(y, 0), height - 1) + 0.5) / height, 1)
@@ -601,13 +626,22 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(
-                    value=str(examples[0]) if examples else None,
-                    label="Image (click it to choose the query point)",
-                    sources=["upload", "webcam", "clipboard"],
-                    type="filepath",
-                    height=320,
-                )
+                with gr.Row():
+                    image = gr.Image(
+                        value=str(examples[0]) if examples else None,
+                        label="Image",
+                        sources=["upload", "webcam", "clipboard"],
+                        type="filepath",
+                        height=PICTURE_SIDE + 20,
+                    )
+                    # A click on either image moves the query point (this one is large enough to aim).
+                    picture = gr.Image(
+                        label="The model's view: click to move the query",
+                        interactive=False,
+                        height=PICTURE_SIDE + 20,
+                        buttons=[],
+                        elem_id="model-view",
+                    )
                 gr.Markdown(LIMITS)
                 with gr.Row():
                     query_x = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the left")
@@ -636,8 +670,9 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         heads = gr.Plot(label="Attention of each head in the chosen stage", render=False)
 
         inputs = [image, model, method, stage, view, query_x, query_y]
-        outputs = [top5, stages, heads, attribution, summary]
+        outputs = [top5, picture, stages, heads, attribution, summary]
         attention_inputs = [image, model, stage, view, query_x, query_y]
+        attention_outputs = [picture, stages, heads]
         # Every event that runs a model shares one concurrency group (`CONCURRENCY_LIMIT` at a time).
         # preprocess=False: the functions get the raw upload and check it themselves (`read_image`), so
         # a bad file gets a message that says what to do instead of a decoder traceback.
@@ -646,14 +681,16 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         on_input = dict(run_model, trigger_mode="always_last")  # clicking through: only the last one runs
         run.click(analyse, inputs, outputs, api_name="predict", **run_model)
         image.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
-        # A click on the image moves the query point, then redraws the attention plots for it.
-        image.select(
-            pick_query, [image, view], [query_x, query_y, view], api_visibility="private", preprocess=False
-        ).then(show_attention, attention_inputs, [stages, heads], api_visibility="private", **run_model)
-        for changed in (query_x, query_y, view):
-            changed.input(
-                show_attention, attention_inputs, [stages, heads], api_visibility="private", **on_input
-            )
+        # A click on an image moves the query point, then redraws the attention plots for it.
+        for clicked in (image, picture):
+            clicked.select(
+                pick_query, [clicked, view], [query_x, query_y, view], api_visibility="private",
+                preprocess=False,
+            ).then(show_attention, attention_inputs, attention_outputs, api_visibility="private", **run_model)  # fmt: skip
+        gr.on(
+            [query_x.input, query_y.input, view.input], show_attention, attention_inputs,
+            attention_outputs, api_name="attention", **on_input,
+        )  # fmt: skip
         stage.input(show_stage, inputs, [heads, attribution], api_visibility="private", **on_input)
         method.input(show_attribution, inputs[:4], attribution, api_name="attribution", **on_input)
         model.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
