@@ -218,10 +218,10 @@ DEFAULT_METHOD = "integrated_gradients"
 # Fewer integration steps and samples than the library's defaults: a demo answers in seconds on 2 vCPUs.
 DEMO_SETTINGS = AttributionSettings(n_steps=16, nt_samples=8, shap_samples=8)
 
-# What the stage panels (and the head grid) show. The first two follow the query point.
+# What the stage panels (and the head grid) show. Only the first follows the query point.
 VIEW_LABELS: dict[str, str] = {
     "query": "Where the query point looks",
-    "rollout": "Rollout: what the query point draws from",
+    "rollout": "Rollout: what each stage's output draws from",
     "received": "Attention each key receives",
 }
 DEFAULT_VIEW = "query"
@@ -326,16 +326,16 @@ def _stages_figure(
     """One panel per stage, all on one colour scale measured against uniform attention."""
     n = views.num_stages
     if view == "rollout":
+        # From what the next stage (or the classifier) reads of each stage: the mean of its tokens.
+        # Not from the query point: a token's own residual path dominates a one-token rollout, which
+        # then shows little more than the query itself.
         rollout = rollout_all_stages(
-            views.maps, views.strides, model.config.downsample_stride, views.image_size, pixel=pixel
+            views.maps, views.strides, model.config.downsample_stride, views.image_size
         )
         maps = [rollout.to_image(s)[0] for s in range(n)]
         uniform: float | list[float] = views.rollout_uniform_level  # every map spreads over stage-1 tokens
-        titles = [f"stage {s + 1} output" for s in range(n)]
-        title = (
-            "Attention rollout: which pixels the query point's token at each stage draws from "
-            "(all blocks below it, mean over heads)"
-        )
+        titles = [f"stage {s + 1} output" for s in range(n - 1)] + [f"stage {n}: what the classifier reads"]
+        title = "Attention rollout: which pixels each stage's output draws from, through every block below it"
     else:
         maps = views.stage_maps(kind="query" if view == "query" else "received", pixel=pixel)
         uniform = [views.uniform_level(s) for s in range(n)]
@@ -353,17 +353,18 @@ def _stages_figure(
         views.images[0], maps, titles, cols=min(n, PANELS_PER_ROW), panel_height=PANEL_HEIGHT,
         uniform=uniform, title=title,
     )  # fmt: skip
-    if view != "received":
+    if view == "query":
         _mark_query(fig, views, pixel, range(n))
     return fig
 
 
 def _heads_figure(views: AttentionViews, stage: int, view: str, pixel: tuple[int, int]) -> go.Figure:
-    """Every head of ``stage``'s last block: the query point's attention, or the attention keys receive.
+    """Every head of ``stage``'s last block: the query point's attention ("query" view), else the
+    attention each key receives.
 
     One colour scale for all heads, so a near-silent head stays visibly silent.
     """
-    kind = "received" if view == "received" else "query"
+    kind = "query" if view == "query" else "received"
     fig = head_grid_figure(
         views, stage, kind=kind, pixel=pixel, cols=PANELS_PER_ROW, panel_height=PANEL_HEIGHT
     )
@@ -503,19 +504,21 @@ def show_attention(
         return picture, _stages_figure(model, views, view, pixel), _heads_figure(views, s, view, pixel)
 
 
-def pick_query(picture: ImageInput, view: str, evt: gr.SelectData) -> tuple[float, float, str]:
-    """The query point where the visitor clicked an image, in per cent; shows a query view.
+def pick_query(picture: ImageInput, evt: gr.SelectData) -> tuple[float, float, str]:
+    """The query point where the visitor clicked an image, in per cent, and the view that shows it.
 
     Args:
         picture: the image clicked: the upload, or the model's view (the same picture, resized).
-        view: the view shown; "received" (which has no query) switches to `DEFAULT_VIEW`.
         evt: ``evt.index`` is the clicked pixel (x, y) of ``picture``.
+
+    Returns:
+        ``(query_x, query_y, "query")``: the click means "where does this point look?".
     """
     width, height = read_image(picture).size
     x, y = evt.index[0], evt.index[1]
     query_x = round(100 * (min(max(x, 0), width - 1) + 0.5) / width, 1)
     query_y = round(100 * (min(max(y, 0), height - 1) + 0.5) / height, 1)
-    return query_x, query_y, view if view != "received" else DEFAULT_VIEW
+    return query_x, query_y, "query"
 
 
 def show_attribution(image: ImageInput, model_label: str, method: str, stage: int) -> go.Figure | None:
@@ -683,10 +686,12 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         image.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
         # A click on an image moves the query point, then redraws the attention plots for it.
         for clicked in (image, picture):
-            clicked.select(
-                pick_query, [clicked, view], [query_x, query_y, view], api_visibility="private",
-                preprocess=False,
-            ).then(show_attention, attention_inputs, attention_outputs, api_visibility="private", **run_model)  # fmt: skip
+            picked = clicked.select(
+                pick_query, clicked, [query_x, query_y, view], api_visibility="private", preprocess=False
+            )
+            picked.then(
+                show_attention, attention_inputs, attention_outputs, api_visibility="private", **run_model
+            )
         gr.on(
             [query_x.input, query_y.input, view.input], show_attention, attention_inputs,
             attention_outputs, api_name="attention", **on_input,
