@@ -295,6 +295,7 @@ class PickedImage:
         name: short description for captions.
         key: names the pixels, for caching.
         label: true class name when known.
+        kind: what the image is (`hvit.demo.image_kind`: "shapes", "photo"), None for an upload.
     """
 
     image: Image.Image
@@ -302,24 +303,27 @@ class PickedImage:
     name: str
     key: str
     label: str | None = None
+    kind: str | None = None
 
 
 @st.cache_resource
 def sample_paths() -> list[Path]:
-    """The sample images shipped in ``assets/``, shapes first (never changes while the app runs)."""
-    return sorted(demo.sample_images(), key=lambda p: ("shapes" not in p.parent.name, str(p)))
+    """The sample images shipped with hvit, in path order (never changes while the app runs)."""
+    return demo.sample_images()
 
 
 def _image_key(image: Image.Image) -> str:
     return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()[:16]
 
 
-def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage | None:
+def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = None) -> PickedImage | None:
     """Widgets to choose an image: a shipped sample, an upload, or an image of the shapes data set.
 
     Args:
         prefix: widget-key prefix, so two pages keep their own choices.
         in_use: the model in use (the shapes data set is drawn at its input size).
+        on_pick: called when an image is chosen (a sample, a shapes number, an upload), e.g. to close
+            the popover holding the picker.
 
     Returns:
         The image, or ``None`` when none is chosen yet (the widgets say why).
@@ -337,12 +341,19 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
     if kind is None:
         kind = "sample"
     if kind == "sample":
-        paths = sample_paths()
+        # the model's own domain first: the default image is one the model can answer for
+        paths = (
+            demo.samples_for(demo.model_domain(in_use.model), sample_paths()) if in_use else sample_paths()
+        )
         if not paths:
             st.error("No sample images were found in assets/; re-clone the repository or upload an image.")
             return None
         path = st.selectbox(
-            "Sample", paths, format_func=lambda p: f"{p.parent.name}/{p.stem}", key=f"{prefix}_sample"
+            "Sample",
+            paths,
+            format_func=lambda p: f"{p.parent.name}/{p.stem}",
+            key=f"{prefix}_sample",
+            on_change=on_pick,
         )
         try:
             image = demo.load_image(path)
@@ -351,15 +362,24 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
             return None
         mask = demo.sample_mask(path)
         return PickedImage(
-            image, mask, path.stem, f"sample:{path.parent.name}/{path.name}", demo.sample_label(path)
+            image,
+            mask,
+            path.stem,
+            f"sample:{path.parent.name}/{path.name}",
+            demo.sample_label(path),
+            demo.image_kind(path),
         )
     if kind == "shapes":
-        index = st.number_input("Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index")
+        index = st.number_input(
+            "Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index", on_change=on_pick
+        )
         size = in_use.model.preprocessing.img_size if in_use is not None else 64
         image, label, mask = demo.shapes_example(int(index), max(size, 32))
-        return PickedImage(image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label)
+        return PickedImage(
+            image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label, demo.SHAPES_IMAGE
+        )
     upload = st.file_uploader(
-        "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload"
+        "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload", on_change=on_pick
     )
     if upload is None:
         st.info("Upload a PNG, JPEG, BMP, GIF, WebP or TIFF image (up to 10 MiB).")
@@ -370,6 +390,16 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None) -> PickedImage |
         st.error(f"{err}")
         return None
     return PickedImage(image, None, upload.name, f"upload:{_image_key(image)}")
+
+
+def domain_note(in_use: ModelInUse, picked: PickedImage, container: Any = st) -> None:
+    """Beside a prediction: what the model learned, and a visible note when the image lies outside it."""
+    domain = demo.model_domain(in_use.model)
+    container.caption(domain.summary())
+    note = demo.domain_note(domain, picked.kind)
+    if note is not None:
+        show = container.warning if note.level == "warning" else container.info
+        show(note.text, icon=":material/warning:" if note.level == "warning" else ":material/info:")
 
 
 def head_selectbox(

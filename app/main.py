@@ -25,6 +25,7 @@ for path in (str(APP_DIR), str(ROOT)):
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
+from hvit import demo  # noqa: E402
 
 logger = logging.getLogger("hvit.app")
 
@@ -101,11 +102,7 @@ def home() -> None:
                 cols[0].metric("Input", f"{in_use.model.preprocessing.img_size} px")
                 cols[1].metric("Stages", cfg.num_stages)
                 cols[2].metric("Classes", len(in_use.class_names))
-                st.caption(
-                    "Classes: "
-                    + ", ".join(in_use.class_names[:12])
-                    + (" …" if len(in_use.class_names) > 12 else "")
-                )
+                st.caption(demo.model_domain(in_use.model).summary())
         st.caption(
             "Change the model in the sidebar: every page uses it. A model you train on the training page "
             "stays in this browser tab only."

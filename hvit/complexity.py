@@ -19,6 +19,39 @@ import torch
 from hvit.config import HViTConfig
 from hvit.model import HierarchialViT, token_grid
 
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(n: float) -> str:
+    """A byte count in the largest binary unit that keeps it at least 1: ``16 GiB``, ``1.5 MiB``.
+
+    One decimal below 100, none above, so a table of sizes reads at a glance (``format_bytes(2**34)``
+    is ``"16.0 GiB"``, not ``"16,777,216.0 KiB"``).
+
+    Args:
+        n: a number of bytes (not negative).
+
+    Returns:
+        The size with its unit.
+    """
+    if n < 0:
+        raise ValueError(f"a byte count cannot be negative, got {n}")
+    size, unit = float(n), 0
+    while size >= 1024 and unit < len(BYTE_UNITS) - 1:
+        size, unit = size / 1024, unit + 1
+    if unit == 0:
+        return f"{int(size)} B"
+    return f"{size:.1f} {BYTE_UNITS[unit]}" if size < 100 else f"{size:.0f} {BYTE_UNITS[unit]}"
+
+
+def format_count(n: float) -> str:
+    """A count in a few characters, for a metric tile: ``262 k``, ``19.8 M``, ``1.2 G``, ``950``."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            v = n / scale
+            return f"{v:.1f} {unit}" if abs(v) < 100 else f"{v:.0f} {unit}"
+    return f"{n:.0f}"
+
 
 @dataclass
 class StageComplexity:
@@ -95,7 +128,7 @@ class ComplexityReport:
         """A fixed-width table with one line per stage, totals, and every warning in words."""
         lines = [
             f"image {self.img_size[0]}x{self.img_size[1]}",
-            f"{'stage':>5} {'query grid':>12} {'key grid':>14} {'params':>12} {'MMACs':>10} {'attn MB':>9}",
+            f"{'stage':>5} {'query grid':>12} {'key grid':>14} {'params':>12} {'MMACs':>10} {'attn MiB':>9}",
         ]
         for s in self.stages:
             q = "x".join(map(str, s.query_grid)) + ("+cls" if s.prefix_tokens else "")

@@ -11,6 +11,7 @@ import streamlit as st
 import common
 import hvit
 from hvit import demo
+from hvit.complexity import format_bytes, format_count
 from hvit.config import HViTConfig
 from hvit.registry import model_config
 
@@ -255,9 +256,9 @@ for where, notes in notes_at.items():
 
 with metrics_box:
     m = st.columns(3)
-    m[0].metric("Parameters", f"{totals['params'] / 1e6:.2f} M")
-    m[1].metric("GMACs", f"{totals['gmacs']:.3g}")
-    m[2].metric("Stage-1 tokens", f"{rows[0]['tokens']:,}")
+    m[0].metric("Parameters", format_count(totals["params"]), help=f"{totals['params']:,} parameters")
+    m[1].metric("GMACs", f"{totals['gmacs']:.3g}", help="Multiply-accumulates for one image, in billions")
+    m[2].metric("Stage-1 tokens", format_count(rows[0]["tokens"]), help=f"{rows[0]['tokens']:,} tokens")
 
 st.subheader("The token pyramid")
 st.caption(
@@ -277,7 +278,7 @@ table = [
         "parameters": f"{row['params']:,}",
         "MMACs": f"{row['macs'] / 1e6:,.2f}",
         "attention share of MACs": f"{row['attention_macs'] / max(row['macs'], 1):.0%}",
-        "attention memory per block": f"{row['attention_bytes'] / 1024:,.1f} KiB",
+        "attention memory per block": format_bytes(row["attention_bytes"]),
     }
     for row in rows
 ]

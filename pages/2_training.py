@@ -11,7 +11,6 @@ import streamlit as st
 
 import common
 from hvit import demo
-from hvit.explain import figures
 
 DATASETS = {
     "shapes": "Shapes (generated here, offline)",
@@ -228,42 +227,37 @@ def live_view() -> None:
         )
 
     batches, epochs = run.logs()
-    left, right = st.columns([1.5, 1], gap="large")
-    with left:
-        st.markdown("**Loss and accuracy**")
-        if batches:
-            st.plotly_chart(
-                demo.training_curves_figure(batches, epochs),
-                width="stretch",
-                config={"displayModeBar": False},
-                theme=None,
-                key="train_curves",
-            )
-        else:
-            st.caption("The curves appear after the first batch.")
-    with right:
-        st.markdown("**What the model looks at** (attention rollout of one validation image, epoch by epoch)")
-        snaps = list(run.snapshots)[-6:]
-        if snaps and run.snapshot_image is not None:
-            titles = [f"epoch {e}<br>{label} {prob:.0%}" for e, _, label, prob in snaps]
-            fig = figures.panel_grid_figure(
-                [m for _, m, _, _ in snaps],
-                titles,
-                image=run.snapshot_image,
-                cols=3,
-                opacity=0.55,
-                opacity_slider=False,
-                panel_height=150,
-            )
-            st.plotly_chart(
-                fig, width="stretch", config={"displayModeBar": False}, theme=None, key="train_snapshots"
-            )
-            st.caption(
-                "Brighter: the tokens the prediction draws on. Before training the map is nearly flat; "
-                "as the model learns, it should gather on the shape."
-            )
-        else:
-            st.caption("The snapshot appears when the data set is ready.")
+    st.markdown("**Loss and accuracy**")
+    if batches:
+        st.plotly_chart(
+            demo.training_curves_figure(batches, epochs),
+            width="stretch",
+            config={"displayModeBar": False},
+            theme=None,
+            key="train_curves",
+        )
+    else:
+        st.caption("The curves appear after the first batch.")
+    st.markdown(
+        "**What the model looks at**: attention rollout of one validation image, before training and "
+        "epoch by epoch"
+    )
+    snaps = list(run.snapshots)
+    if snaps and run.snapshot_image is not None and run.snapshot_uniform is not None:
+        st.plotly_chart(
+            demo.snapshot_figure(snaps, run.snapshot_image, run.snapshot_uniform),
+            width="stretch",
+            config={"displayModeBar": False},
+            theme=None,
+            key="train_snapshots",
+        )
+        st.caption(
+            "Brighter: the tokens the prediction draws on; 1 on the colour bar is a map spread evenly over "
+            "the image. Before training the map is nearly even; as the model learns, it should gather on "
+            "the shape."
+        )
+    else:
+        st.caption("The snapshots appear when the data set is ready.")
     if run.finished and st.session_state.get("train_drawn_final") != run.run_id:
         st.session_state["train_drawn_final"] = run.run_id
         st.rerun()  # once: show the results below and the Start button

@@ -54,6 +54,7 @@ def _on_click() -> None:
 with controls:
     truth = f" · true class **{picked.label}**" if picked.label else ""
     st.markdown(f"Prediction: **{pred.labels[0]}** ({pred.probs[0]:.0%}){truth}")
+    common.domain_note(in_use, picked)
     c = st.columns(2)
     stage = c[0].selectbox(
         "Stage", range(views.num_stages), format_func=lambda s: f"stage {s + 1}", key="att_stage"
@@ -79,12 +80,22 @@ if head is None and len(groups) > 1:
 else:
     record_info = [g for g in groups if head is None or head in g["heads"]]
 
+g = record_info[0]
+kh, kw = g["key_grid"]
 with main:
     left, right = st.columns(2, gap="medium")
     heat = views.query_attention(stage, block, head, pixel=pixel)
+    who = "mean of the heads" if head is None else f"head {head + 1}"
     left.plotly_chart(
         demo.query_figure(
-            image, heat, pixel, query_grid, stride, title="Where the query looks (on the image)"
+            image,
+            heat,
+            pixel,
+            query_grid,
+            stride,
+            title=f"Where the query looks<br>stage {stage + 1} · block {block + 1} · {who}",
+            height=420,
+            uniform=views.uniform_level(stage, block, head),
         ),
         key="att_query_chart",
         on_select=_on_click,
@@ -93,13 +104,19 @@ with main:
     )
     if len(record_info) == 1:
         keys = views.query_attention(stage, block, head, pixel=pixel, on="keys")
-        right.plotly_chart(demo.key_grid_figure(keys, title="The same row, on the key grid"), **CHART)
+        right.plotly_chart(
+            demo.key_grid_figure(
+                keys,
+                title=f"The same query on the {kh}x{kw} key grid",
+                height=420,
+                uniform=views.uniform_level(stage, block, head),
+            ),
+            **CHART,
+        )
     else:
         right.info(
             "This stage is multi-scale: its head groups use different key grids. Pick one head to see it."
         )
-    g = record_info[0]
-    kh, kw = g["key_grid"]
     reduction = (
         f"SR {g['sr_ratio']}: each key summarises {g['sr_ratio']}x{g['sr_ratio']} tokens"
         if g["sr_ratio"]
@@ -108,7 +125,8 @@ with main:
     st.caption(
         f"Query token ({token[0]}, {token[1]}) of the {query_grid[0]}x{query_grid[1]} query grid of stage "
         f"{stage + 1} (each token covers {stride}x{stride} pixels, green square). Keys: {kh}x{kw} = "
-        f"{kh * kw} ({reduction}). Each row of attention sums to 1 over the keys."
+        f"{kh * kw} ({reduction}). Each row of attention sums to 1 over the keys; the colour shows it "
+        f"against uniform attention (1/{kh * kw} per key = 1 on the colour bar)."
     )
     if kh * kw == 1:
         st.warning(
@@ -119,7 +137,8 @@ with main:
 
 st.subheader(f"All heads of stage {stage + 1}, block {block + 1}")
 st.caption(
-    "Each panel: where the same query looks, for one head. One colour scale for all heads, so a quiet head looks quiet."
+    "Each panel: where the same query looks, for one head, against uniform attention (1 = the query spreads "
+    "evenly over that head's keys). One colour scale for all heads, so a head that spreads evenly looks even."
 )
 st.plotly_chart(
     figures.head_grid_figure(
@@ -128,8 +147,8 @@ st.plotly_chart(
         block,
         kind="query",
         pixel=pixel,
-        cols=min(4, n_heads),
-        panel_height=230,
+        cols=min(3, n_heads),
+        panel_height=290,
         opacity_slider=False,
     ),
     **CHART,
@@ -137,12 +156,20 @@ st.plotly_chart(
 
 st.subheader("Rollout across stages")
 st.caption(
-    "Attention rollout: where each stage's output draws from, on the stage-1 token grid. The last panel "
-    "is what the classifier reads."
+    "Attention rollout: where each stage's output draws from, on the stage-1 token grid, against a map "
+    "spread evenly over the image (1 on the colour bar). The last panel is what the classifier reads."
 )
 rollout = common.rollout_maps(model, mkey, picked.image, ikey)
 st.plotly_chart(
-    figures.stage_panels_figure(image, rollout, cols=len(rollout), panel_height=260, opacity_slider=False),
+    figures.stage_panels_figure(
+        image,
+        rollout,
+        titles=[f"rollout to the end of stage {s + 1}" for s in range(len(rollout))],
+        cols=2 if len(rollout) == 4 else min(3, len(rollout)),
+        panel_height=300,
+        opacity_slider=False,
+        uniform=views.rollout_uniform_level,
+    ),
     **CHART,
 )
 if mask is not None:
@@ -213,12 +240,17 @@ else:
                     "(completeness check)."
                 )
         status.update(label=f"Attributions of class '{classes[target_index]}'", state="complete")
-    grid = figures.attribution_grid_figure(image, maps, signed, cols=min(4, len(maps)))
-    grid.update_layout(height=max(grid.layout.height or 0, 420))  # panels large enough to read
+    titled = {
+        (f"{name} (stage {cam_stage + 1})" if name == METHOD_LABELS["grad_cam"] else name): m
+        for name, m in maps.items()
+    }
+    signed_titled = dict(zip(titled, signed.values(), strict=True))
+    grid = figures.attribution_grid_figure(image, titled, signed_titled, cols=min(3, len(maps)))
     st.plotly_chart(grid, **CHART)
     st.caption(
-        "Each panel keeps its own colour range (in its title): methods measure different things in different "
-        "units. Signed methods: red = evidence for the class, blue = against. " + " ".join(notes)
+        "Each panel has its own colour bar: methods measure different things in different units. "
+        "Signed methods: red = evidence for the class, blue = against, white = no effect; the others "
+        "start dark at zero. " + " ".join(notes)
     )
     if mask is not None:
         st.markdown("**Scores against the ground-truth mask** (the shape's pixels)")
@@ -232,6 +264,7 @@ else:
 
     # ----- checks ------------------------------------------------------------------------------------
     st.subheader("Can we trust these maps?")
+    random_maps = None
     left, right = st.columns(2, gap="large")
     with left:
         st.markdown("**Randomisation check** (Adebayo et al., 2018)")
@@ -245,14 +278,6 @@ else:
                 random_maps, corr = common.randomisation(
                     model, mkey, picked.image, ikey, raw, tuple(methods), target_index, cam_stage, settings
                 )
-            st.plotly_chart(
-                figures.attribution_grid_figure(
-                    image,
-                    {f"random · {METHOD_LABELS[m]}": v for m, v in random_maps.items()},
-                    cols=min(3, len(methods)),
-                ),
-                **CHART,
-            )
             st.dataframe(
                 [
                     {
@@ -288,3 +313,13 @@ else:
             with st.spinner("Switching each head off in turn…"):
                 scan = common.ablation_scan(model, mkey, picked.image, ikey, target_index)
             st.plotly_chart(figures.ablation_figure(scan, title=""), **CHART)
+    if random_maps is not None:  # full width: two panels per method, each large enough to read
+        st.markdown("**Randomisation check: trained and random maps, one colour scale per method**")
+        st.plotly_chart(
+            figures.twin_figure(
+                image,
+                {METHOD_LABELS[m]: (maps[METHOD_LABELS[m]], random_maps[m]) for m in methods},
+                signed,
+            ),
+            **CHART,
+        )

@@ -1,7 +1,8 @@
 """Classroom walkthrough: a guided lesson in six steps, each with a formula and a live figure.
 
 The step and the choices (image, stage, head, query position) live in the address bar
-(``st.query_params``), so a teacher can bookmark or share a link that reopens the same view.
+(``st.query_params``), so a teacher can bookmark or share a link that reopens the same view. Stages and
+heads in the address are numbered from 1, as on screen (``?step=2&stage=1&head=2``).
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def _from_url() -> dict:
     q = st.query_params
     state = {
         "cls_step": _int(q.get("step"), 1, len(STEPS), 1),
-        "cls_stage": _int(q.get("stage"), 0, model.config.num_stages - 1, 0),
+        "cls_stage": _int(q.get("stage"), 1, model.config.num_stages, 1) - 1,
         "cls_qy": _int(q.get("qy"), 0, size - 1, size // 2),
         "cls_qx": _int(q.get("qx"), 0, size - 1, size // 2),
     }
     head = q.get("head")
-    state["cls_head"] = -1 if head in (None, "mean") else _int(head, 0, 63, -1)
+    state["cls_head"] = -1 if head in (None, "mean") else _int(head, 1, 64, 0) - 1
     image = q.get("img", "")
     if image.startswith("shapes:"):
         state.update(cls_image_source="shapes", cls_shapes_index=_int(image[7:], 0, 9999, 0))
@@ -67,8 +68,8 @@ def _to_url() -> None:
     s = st.session_state["cls_state"]
     params = {
         "step": s["cls_step"],
-        "stage": s["cls_stage"],
-        "head": "mean" if s.get("cls_head", -1) < 0 else s["cls_head"],
+        "stage": s["cls_stage"] + 1,
+        "head": "mean" if s.get("cls_head", -1) < 0 else s["cls_head"] + 1,
         "qy": s["cls_qy"],
         "qx": s["cls_qx"],
     }
@@ -97,8 +98,17 @@ def _go(delta: int) -> None:
 
 head_row = st.columns([5, 1.3], vertical_alignment="bottom")
 head_row[0].title("Classroom walkthrough")
-with head_row[1].popover("Image", icon=":material/image:", width="stretch"):
-    picked = common.image_picker("cls", in_use)
+
+
+def _close_image_popover() -> None:
+    """A choice made in the Image popover closes it, so it no longer covers the step buttons."""
+    st.session_state["cls_image_popover"] = False
+
+
+with head_row[1].popover(
+    "Image", icon=":material/image:", width="stretch", key="cls_image_popover", on_change="rerun"
+):
+    picked = common.image_picker("cls", in_use, on_pick=_close_image_popover)
 nav = st.columns([1, 8, 1], vertical_alignment="center", gap="small")
 nav[0].button(
     "Back",
@@ -232,8 +242,9 @@ elif step == 2:
                 pixel,
                 grids[0],
                 views.strides[0],
-                title="Where the query token looks",
+                title=f"Stage 1: where the query token looks ({'mean of the heads' if head is None else f'head {head + 1}'})",
                 height=440,
+                uniform=views.uniform_level(0, -1, head),
             ),
             key="cls_query_chart",
             on_select=_on_click,
@@ -241,7 +252,8 @@ elif step == 2:
             **CHART,
         )
         st.caption(
-            "Bright: keys that receive most of this query's attention. Each row of attention sums to 1."
+            "Bright: keys that receive most of this query's attention; 1 on the colour bar is uniform "
+            "attention (the query spreading evenly over every key). Each row of attention sums to 1."
         )
 
 elif step == 3:
@@ -299,10 +311,11 @@ elif step == 4:
             figures.stage_panels_figure(
                 image,
                 maps,
-                cols=len(maps),
-                panel_height=190,
+                cols=2 if len(maps) == 4 else min(3, len(maps)),
+                panel_height=270,
                 opacity_slider=False,
-                title="The same query's attention at every stage",
+                title="The same query's attention at every stage (mean of the heads)",
+                uniform=[views.uniform_level(s) for s in range(len(maps))],
             ),
             key="cls_stages",
             **CHART,
@@ -321,13 +334,19 @@ elif step == 5:
             r"p = \mathrm{softmax}\Big(W\,\tfrac{1}{N_4}\textstyle\sum_i \mathbf{x}^{(4)}_i + \mathbf{b}\Big)"
         )
         st.plotly_chart(demo.prediction_figure(pred, height=220), key="cls_pred", **CHART)
+        common.domain_note(in_use, picked)
         if picked.label:
             verdict = "right" if picked.label == pred.labels[0] else "wrong"
             st.caption(f"The true class is **{picked.label}**: the model is {verdict}.")
     with figure:
         st.plotly_chart(
             figures.overlay_figure(
-                image, rollout[-1], opacity=0.6, title="Attention rollout of the prediction", height=440
+                image,
+                rollout[-1],
+                opacity=0.6,
+                title="Attention rollout of the prediction (all stages)",
+                height=440,
+                uniform=views.rollout_uniform_level,
             ),
             key="cls_rollout",
             **CHART,
@@ -382,15 +401,18 @@ elif step == 6:
                 f"**{score['mask mass']:.0%}** (chance {score['chance']:.0%})."
             )
     with figure:
-        fig = figures.attribution_grid_figure(
+        fig = figures.twin_figure(
             image,
-            {"trained model": ig["map"], "random weights": random_maps["integrated_gradients"]},
-            {"trained model": True, "random weights": True},
-            cols=2,
+            {"Integrated gradients": (ig["map"], random_maps["integrated_gradients"])},
+            {"Integrated gradients": True},
+            labels=("trained", "random weights"),
+            panel_height=300,
         )
-        fig.update_layout(height=470)  # two large panels side by side
         st.plotly_chart(fig, key="cls_ig", **CHART)
-        st.caption(f"Class explained: {pred.labels[0]}. Each panel has its own colour range (in its title).")
+        st.caption(
+            f"Class explained: {pred.labels[0]}. Both panels share one colour scale centred on zero, so "
+            "what changes between them is the map, not the scale."
+        )
 
 st.session_state["cls_state"].update({k: st.session_state[k] for k in KEYS if k in st.session_state})
 _to_url()

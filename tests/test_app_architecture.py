@@ -22,7 +22,9 @@ def test_renders_the_default_preset() -> None:
     assert list(table["stage"]) == [1, 2, 3, 4]
     assert list(table["query grid"]) == ["56x56", "28x28", "14x14", "7x7"]  # pvt_v2_b0 at 224 px
     assert len(at.get("plotly_chart")) == 2  # pyramid and cost curves
-    assert any(m.label == "Parameters" and m.value == "3.67 M" for m in at.metric)
+    assert any(m.label == "Parameters" and m.value == "3.7 M" for m in at.metric)
+    assert any(m.label == "Stage-1 tokens" and m.value == "3.1 k" for m in at.metric)  # 56x56 = 3,136
+    assert list(table["attention memory per block"])[0] == "600 KiB"  # 3136 x 49 keys x 1 head x 4 B
 
 
 def test_changing_the_preset_changes_the_table() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from hvit import demo
+
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 PAGE = "../pages/3_attention.py"
 
@@ -79,3 +81,21 @@ def test_a_head_that_the_new_stage_lacks_falls_back_to_the_mean() -> None:
     assert not at.exception and not at.error
     assert at.selectbox(key="att_head").value == -1
     assert at.selectbox(key="att_head").options == ["mean of all heads", "head 1"]
+
+
+def test_the_default_image_is_a_shape_and_a_photo_gets_the_domain_note() -> None:
+    at = _page()
+    assert not at.exception and not at.error
+    assert demo.image_kind(at.selectbox(key="att_sample").value) == demo.SHAPES_IMAGE  # the model's own
+    assert any("Learned from the shapes data set" in c.value for c in at.caption)
+    assert not at.warning  # a shape shown to the shapes model: nothing to warn about
+    photo = next(p for p in at.selectbox(key="att_sample").options if "astronaut" in str(p))
+    at.selectbox(key="att_sample").set_value(photo).run()
+    assert not at.exception and not at.error
+    assert any("means nothing" in w.value and "a photograph" in w.value for w in at.warning)
+    figures = _figures(at)
+    query = figures[0]["data"][1]  # the attention heat map over the image
+    assert (
+        query["zmin"] == 0 and query["colorscale"][0][1] == "rgb(0,0,4)"
+    )  # dark at zero, not a theme colour
+    assert "stage 1, block 1" in figures[0]["layout"]["title"]["text"]  # the title names what it shows

@@ -45,16 +45,16 @@ def test_step_forward_and_back_through_the_lesson() -> None:
 
 
 def test_a_link_reopens_the_same_view() -> None:
-    at = _page(step="3", stage="1", qy="5", qx="20", img="shapes:7")
+    at = _page(step="3", stage="2", qy="5", qx="20", img="shapes:7")
     assert not at.exception and not at.error
     assert _heading(at) == HEADINGS[2]
-    assert at.selectbox(key="cls_stage").value == 1
+    assert at.selectbox(key="cls_stage").value == 1  # stage 2 in the URL, as on screen; index 1 in hvit
     assert at.session_state["cls_image_source"] == "shapes"
     assert at.session_state["cls_shapes_index"] == 7
     params = {k: at.query_params[k] for k in ("step", "stage", "qy", "qx", "img")}
     assert {k: v if isinstance(v, str) else v[0] for k, v in params.items()} == {
         "step": "3",
-        "stage": "1",
+        "stage": "2",
         "qy": "5",
         "qx": "20",
         "img": "shapes:7",
@@ -65,3 +65,12 @@ def test_a_broken_link_falls_back_to_defaults() -> None:
     at = _page(step="99", stage="x", img="sample:nope.png")
     assert not at.exception and not at.error
     assert _heading(at) == HEADINGS[-1]  # step clamped to the last one
+
+
+def test_the_url_numbers_stages_and_heads_from_one() -> None:
+    at = _page(step="2", head="1")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="cls_head").value == 0  # head 1 on screen and in the URL; index 0 in hvit
+    assert "head 1" in at.selectbox(key="cls_head").options
+    params = {k: at.query_params[k] for k in ("stage", "head")}
+    assert {k: v if isinstance(v, str) else v[0] for k, v in params.items()} == {"stage": "1", "head": "1"}

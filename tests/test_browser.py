@@ -1,4 +1,5 @@
-"""The classroom app in a real headless browser: every page renders without an error, with screenshots.
+"""The classroom app in a real headless browser: every page renders without an error, its figures are
+readable (no overlapping or clipped text, map panels at least `MIN_PANEL_PX` wide), with screenshots.
 
 Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium through
 Playwright (``executable_path="/usr/bin/chromium"``; Playwright's own browser downloads are not used).
@@ -47,6 +48,33 @@ PAGES = {  # name -> path; the classroom link carries its step in the URL, as a 
 }
 VIEWPORTS = [(1366, 768), (1440, 900)]
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+MIN_PANEL_PX = 240  # a map panel narrower than this is unreadable from the back of a classroom
+# Every visible Plotly figure of the page: its SVG text boxes (each must lie inside the figure and
+# overlap no other) and its map panels (heat maps and images, each drawn as an SVG <image>).
+FIGURES_JS = """() => {
+    const visible = (el) => {
+        for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+            const st = getComputedStyle(e);
+            if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity) === 0) return false;
+        }
+        return true;
+    };
+    const box = (r) => ({x: r.x, y: r.y, w: r.width, h: r.height});
+    return [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].map((chart, index) => {
+        const plot = chart.querySelector('.js-plotly-plot');
+        const frame = plot ? plot.getBoundingClientRect() : chart.getBoundingClientRect();
+        const texts = [...chart.querySelectorAll('svg text')]
+            .filter((t) => t.textContent.trim() && visible(t))
+            .map((t) => ({text: t.textContent.trim(), ...box(t.getBoundingClientRect())}))
+            .filter((t) => t.w > 0 && t.h > 0);
+        const panels = [...chart.querySelectorAll('svg image')]
+            .filter(visible)
+            .map((i) => box(i.getBoundingClientRect()))
+            .filter((b) => b.w > 0 && b.h > 0);
+        const title = chart.querySelector('.gtitle');
+        return {index, frame: box(frame), texts, panels, title: title ? title.textContent : ''};
+    }).filter((f) => f.frame.w > 0 && f.frame.h > 0);
+}"""
 # A snapshot of the page's state: settled when the script has drawn (a title, no loading skeletons, no
 # "running" indicator) and the number of elements has stopped changing.
 STATE_JS = """() => {
@@ -125,6 +153,38 @@ def _problems(page) -> list[str]:  # noqa: ANN001
     return [e.inner_text()[:300] for e in page.query_selector_all(PROBLEMS)]
 
 
+def _overlap(a: dict, b: dict, tolerance: float = 1.0) -> bool:
+    """Whether two boxes share more than a sliver (``tolerance`` pixels) in both directions."""
+    dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+    dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+    return dx > tolerance and dy > tolerance
+
+
+def figure_problems(page, where: str) -> list[str]:  # noqa: ANN001 - a Playwright page
+    """Overlapping or clipped text and too-narrow map panels in every visible Plotly figure."""
+    found = []
+    for fig in page.evaluate(FIGURES_JS):
+        name = f"{where}, figure {fig['index'] + 1} ({fig['title'] or 'untitled'})"
+        frame, texts = fig["frame"], fig["texts"]
+        for t in texts:
+            inside = (
+                t["x"] >= frame["x"] - 1
+                and t["y"] >= frame["y"] - 1
+                and t["x"] + t["w"] <= frame["x"] + frame["w"] + 1
+                and t["y"] + t["h"] <= frame["y"] + frame["h"] + 1
+            )
+            if not inside:
+                found.append(f"{name}: text {t['text']!r} is clipped by the figure")
+        for i, a in enumerate(texts):
+            for b in texts[i + 1 :]:
+                if _overlap(a, b):
+                    found.append(f"{name}: texts {a['text']!r} and {b['text']!r} overlap")
+        for p in fig["panels"]:
+            if p["w"] < MIN_PANEL_PX - 0.5:
+                found.append(f"{name}: a map panel is {p['w']:.0f} px wide (at least {MIN_PANEL_PX})")
+    return found
+
+
 def _screenshot(page, name: str, full: bool = True) -> None:  # noqa: ANN001
     w, h = page.viewport_size["width"], page.viewport_size["height"]
     page.screenshot(path=str(ARTIFACTS / f"{name}_{w}x{h}.png"))
@@ -146,6 +206,7 @@ def test_page_renders_without_errors(server: str, browser, name: str) -> None:  
             _settle(page)
             assert not _problems(page), f"{name} at {width}x{height}: {_problems(page)}"
             assert page.query_selector('[data-testid="stMain"] h1') is not None
+            assert not figure_problems(page, f"{name} at {width}x{height}")
             _screenshot(page, name)
         finally:
             context.close()

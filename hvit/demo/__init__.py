@@ -5,6 +5,7 @@ and every rule (which model is the default, which images and zips are accepted) 
 
 - `hvit.demo.inputs`: the model choices and the shipped model, checked image input, prediction, and
   sample images with a known answer.
+- `hvit.demo.domain`: what a model learned, in words, and the note shown when an image lies outside it.
 - `hvit.demo.architecture`: the architecture explorer's figures (attention cost, the token pyramid).
 - `hvit.demo.zip_upload`: a user's data set uploaded as a zip, checked and unpacked safely.
 - `hvit.demo.live_training`: a trainer in a background thread, its curves and confusion matrix.
@@ -21,6 +22,16 @@ from hvit.demo.architecture import (
     attention_cost_figure,
     patch_grid_figure,
     pyramid_figure,
+)
+from hvit.demo.domain import (
+    PHOTO,
+    SHAPES_IMAGE,
+    Domain,
+    DomainNote,
+    domain_note,
+    image_kind,
+    model_domain,
+    samples_for,
 )
 from hvit.demo.inputs import (
     ASSETS,
@@ -59,6 +70,7 @@ from hvit.demo.live_training import (
     LiveTraining,
     TrainingRequest,
     confusion_figure,
+    snapshot_figure,
     training_curves_figure,
 )
 from hvit.demo.zip_upload import (
@@ -74,6 +86,8 @@ __all__ = [
     "ASSETS",
     "ATTENTION_KINDS",
     "DatasetZipError",
+    "Domain",
+    "DomainNote",
     "IMAGENET",
     "IMAGE_SUFFIXES",
     "ImageInputError",
@@ -83,8 +97,10 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "MAX_ZIP_BYTES",
     "MAX_ZIP_FILES",
+    "PHOTO",
     "Prediction",
     "REPO_ROOT",
+    "SHAPES_IMAGE",
     "SHIPPED",
     "SHIPPED_MODEL_GLOB",
     "TRAINING_PRESETS",
@@ -92,15 +108,18 @@ __all__ = [
     "attention_cost",
     "attention_cost_figure",
     "confusion_figure",
+    "domain_note",
     "enlarge",
     "extract_dataset_zip",
     "folder_classes",
+    "image_kind",
     "key_grid_figure",
     "load_image",
     "load_model_choice",
     "load_shipped_model",
     "map_scores",
     "mask_at",
+    "model_domain",
     "model_choices",
     "patch_grid_figure",
     "predict",
@@ -112,7 +131,9 @@ __all__ = [
     "sample_images",
     "sample_label",
     "sample_mask",
+    "samples_for",
     "shapes_example",
     "shipped_checkpoint",
+    "snapshot_figure",
     "training_curves_figure",
 ]

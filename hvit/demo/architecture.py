@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from hvit.complexity import format_bytes
 from hvit.model import HierarchialViT
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 ATTENTION_KINDS = ("global attention", "SRA", "linear SRA")
 _STAGE_COLOURS = ("#3b5bdb", "#0ca678", "#f08c00", "#d6336c", "#7048e8", "#1098ad")
+_LABEL_SLOT = 0.8  # the narrowest slot a stage gets in the pyramid, in units of the largest square
 
 
 def attention_cost(config: HViTConfig, sizes: Sequence[int]) -> dict[str, dict[str, list[float]]]:
@@ -85,9 +87,9 @@ def attention_cost_figure(config: HViTConfig, img_size: int, sizes: Sequence[int
                 name=kind,
                 mode="lines+markers",
                 line=dict(color=colour, dash=dash),
-                customdata=c["mib"],
+                customdata=[format_bytes(m * 2**20) for m in c["mib"]],
                 hovertemplate=f"{kind}<br>%{{x}} px: %{{y:.3g}} GMACs"
-                "<br>largest block: %{customdata:.3g} MiB<extra></extra>",
+                "<br>largest block's attention: %{customdata}<extra></extra>",
             )
         )
     fig.add_vline(x=img_size, line=dict(color="#868e96", width=1, dash="dash"))
@@ -168,10 +170,13 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
     fig = go.Figure()
     sides = [max(s.query_grid) for s in report.stages]
     biggest = max(sides)
-    gap, x, bottom, y_top = 0.35, 0.0, 0.0, 1.25
+    gap, slot_x, bottom, y_top = 0.35, 0.0, 0.0, 1.25
     for s, side_tokens in zip(report.stages, sides, strict=True):
         colour = _STAGE_COLOURS[(s.stage - 1) % len(_STAGE_COLOURS)]
         side = max(0.35, side_tokens / biggest)  # squares shrink with the grid, but stay visible
+        # Every stage gets a slot at least as wide as its labels, so small squares never crowd them.
+        slot = max(side, _LABEL_SLOT)
+        x = slot_x + (slot - side) / 2
         h, w = s.query_grid
         # query grid
         _grid_square(fig, x, y_top, side, colour, fill=0.12)
@@ -182,7 +187,7 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
             y=y_top + side,
             yanchor="bottom",
             showarrow=False,
-            text=f"<b>stage {s.stage}</b><br>queries {h}x{w} = {s.tokens}{cls}",
+            text=f"<b>stage {s.stage}</b><br>queries<br>{h}x{w} = {s.tokens}{cls}",
             font=dict(size=12, color="#212529"),
         )
         # key grids, one square per head group, stacked below
@@ -192,16 +197,16 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
             _grid_square(fig, x, y, side, colour, fill=0.28)
             _grid_overlay(fig, x, y, side, (h, w), colour, width=0.3, opacity=0.35)  # the query grid, faint
             _grid_overlay(fig, x, y, side, (kh, kw), colour, width=2.2)  # the key grid it is reduced to
-            group = f" (head group {g + 1})" if len(s.key_grids) > 1 else ""
+            group = f"<br>(head group {g + 1})" if len(s.key_grids) > 1 else ""
             fig.add_annotation(
                 x=x + side / 2,
                 y=y,
                 yanchor="top",
                 showarrow=False,
-                text=f"keys {kh}x{kw} = {s.keys[g]}{group}",
+                text=f"keys<br>{kh}x{kw} = {s.keys[g]}{group}",
                 font=dict(size=12, color="#212529"),
             )
-            y -= 0.22
+            y -= 0.34 if group else 0.26
         # an invisible point so hovering anywhere on the stage tells its numbers
         fig.add_trace(
             go.Scatter(
@@ -218,8 +223,10 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
         )
         bottom = min(bottom, y)
         if s.stage < len(report.stages):
+            next_side = max(0.35, sides[s.stage] / biggest)
+            next_x = slot_x + slot + gap + (max(next_side, _LABEL_SLOT) - next_side) / 2
             fig.add_annotation(
-                x=x + side + gap - 0.02,
+                x=next_x - 0.02,
                 ax=x + side + 0.04,
                 y=y_top + 0.12,
                 ay=y_top + 0.12,
@@ -234,14 +241,14 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
                 text="",
             )
             fig.add_annotation(
-                x=x + side + gap / 2,
+                x=(x + side + next_x) / 2,
                 y=y_top + 0.14,
                 yanchor="bottom",
                 showarrow=False,
                 text=f"÷{max(1, round(h / report.stages[s.stage].query_grid[0]))}",
                 font=dict(size=11, color="#868e96"),
             )
-        x += side + gap
+        slot_x += slot + gap
     for y, text in ((y_top + 0.5, "queries<br>(tokens)"), (y_top - 0.7, "keys<br>(reduced)")):
         fig.add_annotation(
             x=0,
@@ -252,8 +259,8 @@ def pyramid_figure(report: ComplexityReport, height: int = 470) -> go.Figure:
             text=text,
             font=dict(size=12, color="#495057"),
         )
-    fig.update_xaxes(visible=False, range=[-0.05, x - gap + 0.3])  # room for the last stage's labels
-    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, range=[bottom - 0.12, y_top + 1.28])
+    fig.update_xaxes(visible=False, range=[-0.05, slot_x - gap + 0.05])
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, range=[bottom - 0.12, y_top + 1.45])
     fig.update_layout(
         margin=dict(l=70, r=0, t=0, b=0),
         height=height,

@@ -148,9 +148,7 @@ def query_figure(
     fig.add_shape(
         type="rect", x0=x0, y0=y0, x1=x0 + stride, y1=y0 + stride, line=dict(color="#40c057", width=3)
     )
-    fig.update_layout(
-        clickmode="event+select", dragmode=False, margin=dict(l=0, r=0, t=40 if title else 10, b=0)
-    )
+    fig.update_layout(clickmode="event+select", dragmode=False)
     return fig
 
 
@@ -165,6 +163,7 @@ def key_grid_figure(
     import plotly.graph_objects as go
 
     from hvit.explain.colors import probability_scale
+    from hvit.explain.figures import HORIZONTAL_BAR, TITLE_FONT
 
     z = np.asarray(keys.detach().cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.float32)
     scale = probability_scale([z], uniform if uniform is not None else 1.0 / z.size, "attention")
@@ -175,13 +174,16 @@ def key_grid_figure(
             texttemplate="%{text}" if z.size <= 64 else None,
             textfont=dict(size=13),
             hovertemplate="key (%{y}, %{x}): %{z:.3f}<extra></extra>",
-            **scale.trace_kwargs(),
+            **scale.trace_kwargs(**HORIZONTAL_BAR),
         )
     )
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", title_text="key row")
-    fig.update_xaxes(constrain="domain", title_text="key column")
+    fig.update_xaxes(constrain="domain", title_text="key column", side="top")  # the colour bar is below
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white"
+        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center"},
+        height=height,
+        margin=dict(l=10, r=10, t=90 if title else 60, b=60),
+        template="plotly_white",
     )
     return fig
 

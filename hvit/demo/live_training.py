@@ -65,6 +65,7 @@ class LiveTraining:
         snapshots: ``(epoch, rollout map (S, S), predicted class, probability)`` of the fixed image
             before training and after every epoch.
         snapshot_image: (S, S, 3) float image in [0, 1] the snapshots are of.
+        snapshot_uniform: a rollout map's value at one token when spread evenly (1 / stage-1 tokens).
         results: after the run: ``confusion`` (C, C) array and ``samples`` (images, labels, predictions,
             probabilities) of the validation set.
     """
@@ -82,6 +83,7 @@ class LiveTraining:
         self.epochs: list[dict[str, float]] = []
         self.snapshots: list[tuple[int, np.ndarray, str, float]] = []
         self.snapshot_image: np.ndarray | None = None
+        self.snapshot_uniform: float | None = None
         self.results: dict | None = None
         self.total_steps = 0
         self._stop = threading.Event()
@@ -236,6 +238,7 @@ class LiveTraining:
         from hvit.explain.rollout import attention_rollout
 
         rollout = attention_rollout(self.model, self._snapshot_input)
+        self.snapshot_uniform = 1.0 / (rollout.grid[0] * rollout.grid[1])
         with torch.no_grad():
             was = self.model.training
             probs = self.model.eval()(self._snapshot_input).softmax(-1)[0]
@@ -356,6 +359,47 @@ def training_curves_figure(batches: Sequence[dict], epochs: Sequence[dict]) -> g
         uirevision="training",  # keep zoom while the figure is redrawn every second
     )
     return fig
+
+
+def snapshot_figure(
+    snapshots: Sequence[tuple[int, np.ndarray, str, float]],
+    image: np.ndarray,
+    uniform: float,
+    max_panels: int = 3,
+    panel_height: int = 290,
+) -> go.Figure:
+    """The attention-rollout snapshots of a run, large enough to read: before training, the latest,
+    and evenly spaced epochs between them (at most ``max_panels``), on one shared colour scale.
+
+    Args:
+        snapshots: `LiveTraining.snapshots`, ``(epoch, (S, S) map, predicted class, probability)``.
+        image: (S, S, 3) image the maps are of (`LiveTraining.snapshot_image`).
+        uniform: the rollout's uniform level (`LiveTraining.snapshot_uniform`): maps are drawn as a
+            ratio to it, so "1" is a map spread evenly over the image.
+        max_panels: how many snapshots to show.
+        panel_height: pixels per panel (panels are square).
+    """
+    from hvit.explain.figures import panel_grid_figure
+
+    if not snapshots:
+        raise ValueError("snapshot_figure needs at least one snapshot")
+    n = len(snapshots)
+    picks = sorted({round(i * (n - 1) / max(1, max_panels - 1)) for i in range(min(n, max_panels))})
+    shown = [snapshots[i] for i in picks]
+    titles = [
+        f"{'before training' if e == 0 else f'after epoch {e}'}: {label} {prob:.0%}"
+        for e, _, label, prob in shown
+    ]
+    return panel_grid_figure(
+        [m for _, m, _, _ in shown],
+        titles,
+        image=image,
+        cols=len(shown),
+        opacity=0.6,
+        opacity_slider=False,
+        panel_height=panel_height,
+        uniform=uniform,
+    )
 
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str]) -> go.Figure:

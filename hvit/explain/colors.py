@@ -4,7 +4,10 @@ Rules (each one keeps a picture from saying something the numbers do not):
 
 - **Sequential maps** (attention, saliency, Grad-CAM, rollout) go from dark (zero) to bright (high).
   The scale is written out stop by stop, so no app theme can swap in its own first colour, and the
-  range is anchored at 0: an all-zero map is dark, not a bright wash.
+  range is anchored at 0: an all-zero map is dark, not a bright wash. Colours are written as
+  ``rgb(...)``, never as hex: Streamlit's front end rewrites the hex colours ``#000001``-``#000010`` (its
+  theme placeholders) in every chart, even with ``theme=None``, and Inferno's first stop ``#000004``
+  is one of them: that is how a zero came out bright lilac.
 - **Signed maps** (integrated gradients, input x gradient, GradientSHAP) use a diverging scale
   centred on zero with a symmetric range: white is "no effect", red "for", blue "against".
 - **Attention** is shown against uniform attention, as a ratio: 1 means "as much as if the query
@@ -26,9 +29,16 @@ from typing import Any
 
 import numpy as np
 
+
+def _rgb(hex_colour: str) -> str:
+    """``#rrggbb`` as ``rgb(r, g, b)`` (see the module docstring for why)."""
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r},{g},{b})"
+
+
 # Inferno (matplotlib), written out: black at 0, pale yellow at 1.
 SEQUENTIAL: tuple[tuple[float, str], ...] = tuple(
-    (i / 9, c)
+    (i / 9, _rgb(c))
     for i, c in enumerate(
         (
             "#000004",
@@ -46,7 +56,7 @@ SEQUENTIAL: tuple[tuple[float, str], ...] = tuple(
 )
 # RdBu reversed (ColorBrewer): blue below zero, white at zero, red above.
 DIVERGING: tuple[tuple[float, str], ...] = tuple(
-    (i / 10, c)
+    (i / 10, _rgb(c))
     for i, c in enumerate(
         (
             "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
@@ -86,10 +96,12 @@ class ColourScale:
     ticks: tuple[tuple[float, str], ...] = field(default_factory=tuple)
 
     def colorbar(self, **placement: Any) -> dict[str, Any]:
-        """The ``colorbar`` dict: title, thickness and tick marks, plus ``placement`` (x, y, len...)."""
+        """The ``colorbar`` dict: title, thickness and tick marks, plus ``placement`` (x, y, len, and
+        ``orientation="h"`` for a bar under the map, which leaves a narrow figure's width to the map)."""
         bar: dict[str, Any] = {"thickness": COLORBAR_THICKNESS, "outlinewidth": 0, **placement}
         if self.title:
-            bar["title"] = {"text": self.title, "side": "right", "font": {"size": 12}}
+            side = "top" if placement.get("orientation") == "h" else "right"
+            bar["title"] = {"text": self.title, "side": side, "font": {"size": 12}}
         if self.ticks:
             # The two ends and the named ticks; an end too close to a named tick would print over it.
             span = self.zmax - self.zmin

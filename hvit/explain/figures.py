@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 OPACITY_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TITLE_FONT = {"size": 13}
+# A colour bar under a single map, as wide as the figure's plot area.
+HORIZONTAL_BAR = {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02, "yanchor": "top", "len": 1.0}
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -139,15 +141,18 @@ def overlay_figure(
             customdata=raw if uniform is not None else None,
             opacity=opacity,
             hovertemplate=hover,
-            **scale.trace_kwargs(),
+            # under the map: a single map is often drawn in a narrow column, where a bar beside it
+            # would take a third of the width
+            **scale.trace_kwargs(**HORIZONTAL_BAR),
         )
     )
     if colorscale is not None:
         fig.data[-1].update(colorscale=colorscale)
+    lines = title.count("<br>") + 1 if title else 0
     fig.update_layout(
-        title={"text": title, "font": TITLE_FONT},
+        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center"},
         height=height,
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        margin={"l": 10, "r": 10, "t": 12 + 20 * lines, "b": 60},
     )
     if opacity_slider:
         fig.update_layout(sliders=_opacity_slider([len(fig.data) - 1], opacity))

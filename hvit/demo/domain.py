@@ -1,0 +1,165 @@
+"""What a model knows, in words, and whether an image is one it can answer for.
+
+Every model carries its domain (`hvit.Preprocessing.domain`: the data it learned). Both apps show it
+next to the prediction, open on a sample from that domain, and say plainly when an image lies outside
+it: the shapes model shown a photo still picks one of its six shapes, and that answer means nothing.
+
+Images are classified by where they come from, not by their pixels: a shipped sample is a "shapes"
+image or a "photo" by its folder, an image of the generated shapes set is "shapes", and an upload is
+unknown (the note then says what the model knows and lets the user judge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvit.model import HierarchialViT
+
+SHAPES_IMAGE = "shapes"
+PHOTO = "photo"
+
+
+@dataclass(frozen=True)
+class _Known:
+    title: str
+    what: str  # what its images show, as a phrase
+    kinds: tuple[str, ...]  # image kinds inside the domain
+
+
+_KNOWN: dict[str, _Known] = {
+    "shapes": _Known("the shapes data set", "synthetic pictures of one coloured shape on a cluttered background", (SHAPES_IMAGE,)),
+    "imagenet-1k": _Known("ImageNet-1k", "photographs of 1,000 kinds of objects and animals", (PHOTO,)),
+    "cifar10": _Known("CIFAR-10", "tiny photographs of vehicles and animals", (PHOTO,)),
+    "mnist": _Known("MNIST", "handwritten digits, white on black", ()),
+    "fashion-mnist": _Known("Fashion-MNIST", "small grey pictures of clothes and shoes", ()),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The data a model learned, described for people.
+
+    Attributes:
+        name: `Preprocessing.domain` ("shapes", "imagenet-1k", ...), or None when unknown.
+        title: the data set's name ("the shapes data set", "ImageNet-1k", "your own images").
+        what: what its images show.
+        class_names: the model's classes (empty when it has none).
+        img_size: the model's input side in pixels.
+        image_kinds: the image kinds (`SHAPES_IMAGE`, `PHOTO`) that belong to the domain.
+    """
+
+    name: str | None
+    title: str
+    what: str
+    class_names: tuple[str, ...]
+    img_size: int
+    image_kinds: tuple[str, ...]
+
+    @property
+    def knows_its_classes(self) -> bool:
+        return bool(self.class_names)
+
+    def classes_text(self, limit: int = 8) -> str:
+        """ "6 classes: circle, cross, ..." (the first ``limit`` names)."""
+        if not self.class_names:
+            return "no class names"
+        shown = ", ".join(self.class_names[:limit])
+        more = f", … ({len(self.class_names) - limit} more)" if len(self.class_names) > limit else ""
+        return f"{len(self.class_names):,} classes: {shown}{more}"
+
+    def summary(self) -> str:
+        """One line for next to a prediction: what the model learned, its classes, its input size."""
+        if not self.knows_its_classes:
+            return (
+                f"This model has no class names and no known training data (a preset with random weights, "
+                f"or a checkpoint without them) · input {self.img_size}x{self.img_size} px"
+            )
+        return (
+            f"Learned from {self.title}: {self.what} · {self.classes_text()} · "
+            f"input {self.img_size}x{self.img_size} px"
+        )
+
+
+def model_domain(model: HierarchialViT) -> Domain:
+    """The `Domain` of a model, from its preprocessing (domain name, class names, input size)."""
+    pre = model.preprocessing
+    classes = tuple(pre.class_names or ())
+    name = pre.domain
+    known = _KNOWN.get(name or "")
+    if known is not None:
+        return Domain(name, known.title, known.what, classes, pre.img_size, known.kinds)
+    if name:  # a data set of the user's own, named when it was trained
+        return Domain(name, name, "images of its own data set", classes, pre.img_size, ())
+    what = "images of its own data set" if classes else "nothing known"
+    return Domain(None, "its own images" if classes else "unknown data", what, classes, pre.img_size, ())
+
+
+def image_kind(source: str | Path) -> str | None:
+    """The kind of a shipped or generated image: `SHAPES_IMAGE`, `PHOTO`, or None when unknown.
+
+    Args:
+        source: a sample's path (its folders say what it is: ``photos/`` or ``shapes_samples/``), or
+            ``"shapes"`` for an image of the generated shapes set. Anything else (an upload) is unknown.
+    """
+    if str(source) == SHAPES_IMAGE:
+        return SHAPES_IMAGE
+    parts = [p.lower() for p in Path(source).parts[:-1]]
+    if any("photo" in p for p in parts):
+        return PHOTO
+    if any("shapes" in p for p in parts):
+        return SHAPES_IMAGE
+    return None
+
+
+@dataclass(frozen=True)
+class DomainNote:
+    """A note to show beside a prediction.
+
+    Attributes:
+        level: "warning" (the image is outside the model's domain: the answer means nothing) or "info"
+            (the app cannot tell: the note says what the model knows).
+        text: the note, one or two sentences.
+    """
+
+    level: str
+    text: str
+
+
+_KIND_WORDS = {SHAPES_IMAGE: "a drawn shape", PHOTO: "a photograph"}
+
+
+def domain_note(domain: Domain, kind: str | None) -> DomainNote | None:
+    """What to say beside the prediction for an image of ``kind`` (see `image_kind`).
+
+    Returns:
+        A warning when the image is outside the model's domain (or the model has no classes at all),
+        an info note when the image's kind is unknown and the model's domain is a known data set, and
+        None when the image belongs to the domain or the domain is the user's own (nothing to judge by).
+    """
+    if not domain.knows_its_classes:
+        return DomainNote(
+            "warning",
+            "This model has no class names and was not trained on a known data set: its answer means "
+            "nothing. Choose a trained model in the sidebar.",
+        )
+    if domain.name not in _KNOWN:  # a data set of the user's own: the app cannot judge its images
+        return None
+    knows = f"This model only knows {domain.what} ({domain.classes_text(6)})"
+    if kind is None:
+        return DomainNote("info", f"{knows}. If this image is not one of those, its answer means nothing.")
+    if kind in domain.image_kinds:
+        return None
+    return DomainNote(
+        "warning",
+        f"Outside what this model learned: {knows}. Shown {_KIND_WORDS.get(kind, 'this image')}, it still "
+        "picks one of its classes, so the answer means nothing here.",
+    )
+
+
+def samples_for(domain: Domain, samples: Sequence[Path]) -> list[Path]:
+    """``samples`` with the model's own domain first (shapes for the shapes model, photos for an
+    ImageNet model), each group in its original order. The first is the default image."""
+    own = [p for p in samples if image_kind(p) in domain.image_kinds]
+    return own + [p for p in samples if p not in own]

@@ -1,0 +1,83 @@
+"""A model knows its domain: stored with the weights, inferred for old checkpoints, shown in words, and
+an image from outside it gets a note that the answer means nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import hvit
+from hvit import demo
+from hvit.data import SHAPE_CLASSES
+from hvit.preprocessing import Preprocessing, infer_domain
+
+PHOTO = Path("assets/photos/astronaut.jpg")
+SHAPE = Path("assets/shapes_samples/test/star/test_00004.png")
+
+
+def test_domain_is_inferred_from_class_names_for_old_checkpoints():
+    assert infer_domain(list(SHAPE_CLASSES)) == "shapes"
+    assert infer_domain(["circle", "star"]) == "shapes"  # a subset of the shapes, in order
+    assert infer_domain(["cat", "dog"]) is None
+    assert infer_domain([f"n{i}" for i in range(1000)]) == "imagenet-1k"
+    assert infer_domain(None) is None
+    old = {
+        "img_size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.2] * 3,
+        "interpolation": "bilinear",
+        "class_names": list(SHAPE_CLASSES),
+    }
+    assert Preprocessing.from_dict(old).domain == "shapes"  # a file written before the field existed
+    with pytest.raises(ValueError, match="domain must be a short non-empty string"):
+        Preprocessing(domain="  ")
+
+
+def test_domain_travels_in_the_checkpoint(tmp_path):
+    model = hvit.create_model("hvit_nano", num_classes=2)
+    model.preprocessing = Preprocessing(img_size=32, class_names=["apple", "pear"], domain="fruit")
+    path = hvit.save_checkpoint(tmp_path / "m.safetensors", model)
+    loaded = hvit.load_checkpoint(path)
+    assert loaded.preprocessing.domain == "fruit"
+    assert json.loads(json.dumps(loaded.preprocessing.to_dict()))["domain"] == "fruit"  # plain JSON
+
+
+def test_shapes_model_warns_about_a_photo_and_not_about_a_shape():
+    model = demo.load_shipped_model()
+    domain = demo.model_domain(model)
+    assert domain.name == "shapes" and domain.img_size == model.preprocessing.img_size
+    assert "6 classes: circle, cross, ring, square, star, triangle" in domain.summary()
+    assert f"input {domain.img_size}x{domain.img_size} px" in domain.summary()
+    assert demo.image_kind(PHOTO) == demo.PHOTO and demo.image_kind(SHAPE) == demo.SHAPES_IMAGE
+    note = demo.domain_note(domain, demo.image_kind(PHOTO))
+    assert note.level == "warning" and "means nothing" in note.text and "a photograph" in note.text
+    assert demo.domain_note(domain, demo.image_kind(SHAPE)) is None
+    assert demo.domain_note(domain, demo.SHAPES_IMAGE) is None  # the generated shapes set
+    upload = demo.domain_note(domain, None)
+    assert upload.level == "info" and upload.text.startswith("This model only knows")
+
+
+def test_default_sample_comes_from_the_models_own_domain():
+    samples = [PHOTO, Path("assets/photos/coffee.jpg"), SHAPE]
+    shapes_model = demo.model_domain(demo.load_shipped_model())
+    assert demo.samples_for(shapes_model, samples)[0] == SHAPE
+    imagenet = hvit.create_model("hvit_nano", num_classes=1000)
+    imagenet.preprocessing = Preprocessing(img_size=224, class_names=[f"c{i}" for i in range(1000)])
+    photos_first = demo.samples_for(demo.model_domain(imagenet), samples)
+    assert photos_first[:2] == samples[:2] and photos_first[2] == SHAPE
+    assert demo.domain_note(demo.model_domain(imagenet), demo.SHAPES_IMAGE).level == "warning"
+    assert demo.domain_note(demo.model_domain(imagenet), demo.PHOTO) is None
+
+
+def test_a_model_without_classes_says_its_answer_means_nothing():
+    torch.manual_seed(0)
+    domain = demo.model_domain(hvit.create_model("hvit_micro", img_size=96))
+    assert domain.name is None and not domain.knows_its_classes and "96x96" in domain.summary()
+    note = demo.domain_note(domain, demo.SHAPES_IMAGE)
+    assert note.level == "warning" and "means nothing" in note.text
+    own = hvit.create_model("hvit_nano", num_classes=2)
+    own.preprocessing = Preprocessing(img_size=32, class_names=["apple", "pear"], domain="fruit")
+    assert demo.domain_note(demo.model_domain(own), demo.PHOTO) is None  # nothing to judge by
