@@ -19,6 +19,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import base64
 import copy
+import functools
+import hashlib
 import queue
 import sys
 import threading
@@ -40,6 +42,7 @@ except ImportError:  # run as a script from a bare checkout: the package sits ne
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvit.demo import (
+    ASSETS,
     IMAGENET,
     MAX_IMAGE_SIDE,
     MAX_UPLOAD_BYTES,
@@ -52,7 +55,7 @@ from hvit.demo import (
     predict,
     sample_images,
 )
-from hvit.demo.domain import model_domain, out_of_domain_note
+from hvit.demo.domain import DomainNote, domain_note, image_kind, model_domain
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
@@ -403,15 +406,43 @@ def describe_model(label: str) -> str:
     variant = getattr(model, "variant", "hvit")
     return (
         f"{variant}, {params:.2f} M parameters, {len(model.config.depths)} stages. "
-        f"{model_domain(model).describe()}"
+        f"{model_domain(model).summary()}."
     )
 
 
-def _summary(top: dict[str, float], note: str | None, seconds: float) -> str:
-    """The answer in words, with the out-of-domain note right under it when there is one."""
+@functools.cache
+def _sample_kinds() -> dict[str, str]:
+    """The kind (`hvit.demo.image_kind`) of every shipped sample, keyed by a digest of its pixels."""
+    kinds = {}
+    for path in sample_images():
+        kind = image_kind(path)
+        if kind is not None:
+            kinds[_pixel_digest(load_image(path))] = kind
+    return kinds
+
+
+def _pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()
+
+
+def _image_kind(image: ImageInput, img: Image.Image) -> str | None:
+    """What kind of image the visitor gave: a shipped sample's kind, else unknown (None).
+
+    Gradio hands the functions a copy of an example in its own cache, so a sample is recognised by
+    its pixels; only a path inside the shipped assets is judged by its folders.
+    """
+    if isinstance(image, (str, Path)) and Path(image).resolve().is_relative_to(ASSETS.resolve()):
+        return image_kind(image)
+    return _sample_kinds().get(_pixel_digest(img))
+
+
+def _summary(top: dict[str, float], note: DomainNote | None, seconds: float) -> str:
+    """The answer in words, with the domain note right under it when there is one."""
     best, prob = next(iter(top.items()))
     text = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
-    return text + (f"\n\n> ⚠️ {note}" if note else "")
+    if note is None:
+        return text
+    return text + f"\n\n> {'⚠️' if note.level == 'warning' else 'ℹ️'} {note.text}"
 
 
 def analyse(
@@ -445,7 +476,7 @@ def analyse(
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
         top = top_classes(model, img)
-        note = out_of_domain_note(model, img)
+        note = domain_note(model_domain(model), _image_kind(image, img))
         views = attention_views(model, img)
         pixel = _query_pixel(views, query)
         picture = _query_picture(views, pixel)
