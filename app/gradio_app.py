@@ -55,7 +55,7 @@ from hvit.demo import (
     predict,
     sample_images,
 )
-from hvit.demo.domain import DomainNote, domain_note, image_kind, model_domain
+from hvit.demo.domain import PHOTO, DomainNote, domain_note, image_kind, model_domain
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
@@ -632,6 +632,10 @@ HOW_TO_READ = """\
 """
 
 
+EXAMPLES_LABEL = "Examples: images of the shipped model's own kind"
+PHOTOS_LABEL = "Photographs: for the ImageNet model (the shapes model cannot read them)"
+
+
 def example_images() -> list[Path]:
     """The shipped sample images, shapes first (what the default model knows), then the photographs.
 
@@ -734,17 +738,24 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         demo.load(describe_model, model, model_info, api_visibility="private", **run_model)
         if examples:  # the demo opens with an answer for its first example, not with empty plots
             demo.load(analyse_new_image, inputs, outputs, api_visibility="private", **run_model)
-            gr.Examples(
-                [[str(p), models[0], DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in examples],
-                inputs=inputs,
-                outputs=outputs,
-                fn=analyse,
-                cache_examples=True,
-                cache_mode="lazy",  # computed on first click, then served to every visitor
-                preprocess=False,
-                examples_per_page=MAX_EXAMPLES,
-                visible_columns=[0],  # the images; the other columns are the defaults set above
-            )
+            # Grouped by kind, so a visitor sees which images the model can read before clicking.
+            photos = [p for p in examples if image_kind(p) == PHOTO]
+            groups = [([p for p in examples if p not in photos], EXAMPLES_LABEL), (photos, PHOTOS_LABEL)]
+            for paths, label in groups:
+                if not paths:
+                    continue
+                gr.Examples(
+                    [[str(p), models[0], DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in paths],
+                    inputs=inputs,
+                    outputs=outputs,
+                    fn=analyse,
+                    cache_examples=True,
+                    cache_mode="lazy",  # computed on first click, then served to every visitor
+                    preprocess=False,
+                    examples_per_page=MAX_EXAMPLES,
+                    visible_columns=[0],  # the images; the other columns are the defaults set above
+                    label=label,
+                )
         view.render()
         stages.render()
         heads.render()
@@ -761,6 +772,7 @@ def main() -> None:
         # Two requests each using every core oversubscribe the CPU, and OpenMP's busy-waiting then makes
         # the small models here many times slower (measured on 2 cores: 3 s per request instead of 0.4 s).
         torch.set_num_threads(1)
+    _sample_kinds()  # read the samples once now, not in the first visitor's request
     build_demo().launch(max_file_size=MAX_UPLOAD_BYTES)
 
 

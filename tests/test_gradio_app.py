@@ -438,9 +438,11 @@ def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
 def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
     config = ga.build_demo().get_config_file()  # builds without loading any model
-    (dataset,) = [c for c in config["components"] if c["type"] == "dataset"]
+    datasets = [c for c in config["components"] if c["type"] == "dataset"]
     offered = ga.example_images()
-    assert len(dataset["props"]["samples"]) == min(len(offered), ga.MAX_EXAMPLES) > 0
+    assert sum(len(d["props"]["samples"]) for d in datasets) == min(len(offered), ga.MAX_EXAMPLES) > 0
+    # Shapes and photographs apart, the default model's own kind first, each group labelled.
+    assert [d["props"]["label"] for d in datasets] == [ga.EXAMPLES_LABEL, ga.PHOTOS_LABEL][: len(datasets)]
     assert not any("mask" in str(p).lower() for p in offered)  # masks are ground truth, not examples
     assert {p.suffix.lower() for p in offered} <= set(core.IMAGE_SUFFIXES)
     if any("photos" in p.parts for p in offered):
