@@ -176,3 +176,17 @@ def test_the_demo_opens_with_readable_plots_and_a_click_moves_the_query(page) ->
     _wait_for_plots(page)
     page.screenshot(path=str(ARTIFACTS / "gradio_rollout_1366x768.png"), full_page=True)
     _check_figures(page, "rollout")
+
+
+def test_a_photo_example_shows_the_domain_note_beside_the_answer(page) -> None:  # noqa: ANN001
+    _wait_for_plots(page)
+    photo = next(p for p in ga.example_images() if "photos" in p.parts)
+    page.locator(f"button img[src*='{photo.name}']").first.click()  # its example
+    note = page.get_by_text("so the answer means nothing here").first
+    note.wait_for(timeout=180_000)
+    _wait_for_plots(page)
+    answer = page.locator("text=answered in").first.bounding_box()
+    box = note.bounding_box()
+    assert box["y"] - answer["y"] < 200  # right under the answer, not somewhere down the page
+    page.screenshot(path=str(ARTIFACTS / "gradio_photo_1366x768.png"), full_page=True)
+    _check_figures(page, "a photo example")
