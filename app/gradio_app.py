@@ -605,8 +605,8 @@ INTRO = """\
 # Where does a pyramid vision transformer look?
 Drop in an image, take one with the webcam, or click an example. The model answers with its five most
 likely classes. **Click the image** to choose a query point: the plots show where that point looks in
-each **stage** of the pyramid, what it draws from in the image (**rollout**), how the **heads** of one
-stage differ, and which pixels an **attribution** method credits for the answer.
+each **stage** of the pyramid, which pixels each stage's output draws from (**rollout**), how the
+**heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
 """
 LIMITS = (
     f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB "
@@ -621,7 +621,8 @@ HOW_TO_READ = """\
   key would get if the query looked everywhere alike). 1 is marked on the colour bar; dark is less than
   uniform, bright more. All panels of a plot share one colour bar, so they can be compared.
 - **Rollout** multiplies the attention of every block below a stage (with the residual path), carried
-  back to the pixels: what the query point's token at that stage has gathered information from.
+  back to the pixels: what the stage's output, as the next stage or the classifier reads it, has
+  gathered information from. The last panel is what the answer rests on.
 - **Heads.** The heads of one stage share one colour scale, so a head that barely varies looks flat
   instead of being stretched to look like the others.
 - **Attribution.** Which input pixels the top class depends on. For the signed methods (integrated
