@@ -306,20 +306,21 @@ elif step == 4:
     with figure:
         report = common.complexity_report(model, mkey)
         st.plotly_chart(demo.pyramid_figure(report, height=330), key="cls_pyramid", **CHART)
-        maps = views.stage_maps(kind="query", pixel=pixel)
-        st.plotly_chart(
-            figures.stage_panels_figure(
-                image,
-                maps,
-                cols=2 if len(maps) == 4 else min(3, len(maps)),
-                panel_height=270,
-                opacity_slider=False,
-                title="The same query's attention at every stage (mean of the heads)",
-                uniform=[views.uniform_level(s) for s in range(len(maps))],
-            ),
-            key="cls_stages",
-            **CHART,
-        )
+    # full width below: four stages, two by two, each panel large enough to read
+    maps = views.stage_maps(kind="query", pixel=pixel)
+    st.plotly_chart(
+        figures.stage_panels_figure(
+            image,
+            maps,
+            cols=2 if len(maps) == 4 else min(3, len(maps)),
+            panel_height=280,
+            opacity_slider=False,
+            title="The same query's attention at every stage (mean of the heads)",
+            uniform=[views.uniform_level(s) for s in range(len(maps))],
+        ),
+        key="cls_stages",
+        **CHART,
+    )
 
 elif step == 5:
     rollout = common.rollout_maps(model, mkey, picked.image, picked.key)
@@ -406,7 +407,8 @@ elif step == 6:
             {"Integrated gradients": (ig["map"], random_maps["integrated_gradients"])},
             {"Integrated gradients": True},
             labels=("trained", "random weights"),
-            panel_height=300,
+            panel_height=280,
+            cols=1,  # one under the other: side by side, the column would make each too narrow
         )
         st.plotly_chart(fig, key="cls_ig", **CHART)
         st.caption(

@@ -45,6 +45,7 @@ PAGES = {  # name -> path; the classroom link carries its step in the URL, as a 
     "training": "/training",
     "attention": "/attention",
     "classroom": "/classroom?step=2",
+    "classroom_pyramid": "/classroom?step=4",  # the pyramid diagram and four stage panels
 }
 VIEWPORTS = [(1366, 768), (1440, 900)]
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -82,6 +83,7 @@ STATE_JS = """() => {
     return {
         ready: !!main && !!main.querySelector('h1')
             && !document.querySelector('[data-testid="stStatusWidget"]')
+            && !document.querySelector('[data-testid="stSpinner"]')
             && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0,
         elements: document.querySelectorAll('[data-testid]').length,
     };
@@ -222,6 +224,7 @@ def test_training_starts_streams_and_stops(server: str, browser) -> None:  # noq
         page.get_by_text("images/s").first.wait_for(timeout=180_000)  # the live progress bar
         page.wait_for_timeout(2500)
         assert not _problems(page)
+        assert not figure_problems(page, "training, live")  # the snapshots: large enough to read
         page.screenshot(path=str(ARTIFACTS / "training_live_1366x768.png"))
         page.get_by_role("button", name="Stop").click()
         page.get_by_text("Training was stopped").wait_for(timeout=120_000)
@@ -244,6 +247,7 @@ def test_classroom_next_keeps_the_step_in_the_url(server: str, browser) -> None:
         _settle(page)
         assert "step=6" in page.url
         assert not _problems(page)
+        assert not figure_problems(page, "classroom step 6")  # the trained and random maps
         _screenshot(page, "classroom_step6")
     finally:
         context.close()

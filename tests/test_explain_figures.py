@@ -51,7 +51,7 @@ def test_head_grid_shares_one_scale_and_shows_each_group_on_its_own_grid(views):
     assert len(hms) == 2 and len([t for t in fig.data if isinstance(t, go.Image)]) == 2
     assert len({(h.zmin, h.zmax) for h in hms}) == 1 and hms[0].zmin == 0  # shared, anchored at 0
     assert [h.showscale for h in hms] == [False, True]  # one colour bar, saying it is shared
-    assert hms[1].colorbar.title.text == "× uniform (all panels)"
+    assert hms[1].colorbar.title.text == "× uniform (both panels)"
     assert 1.0 in hms[1].colorbar.tickvals and "1 = uniform" in hms[1].colorbar.ticktext
     # each head is drawn as a ratio to its own uniform level (1/keys): 4x4 keys and 16x16 keys
     expected = views.head_maps(0)
@@ -126,7 +126,7 @@ def test_twin_panels_share_one_scale_per_method():
     assert (ig.zmin, ig.zmax, ig.zmid) == (ig_random.zmin, ig_random.zmax, ig_random.zmid) == (-3.0, 3.0, 0)
     assert (sal.zmin, sal.zmax) == (sal_random.zmin, sal_random.zmax) == (0, 1.0)
     assert [h.showscale for h in (ig, ig_random, sal, sal_random)] == [False, True, False, True]
-    assert ig_random.colorbar.title.text.endswith("(both panels)")
+    assert ig_random.colorbar.title.text == "one scale: both panels"
     assert [a.text for a in fig.layout.annotations][:2] == ["IG: trained model", "IG: random weights"]
 
 

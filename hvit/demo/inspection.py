@@ -180,7 +180,8 @@ def key_grid_figure(
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", title_text="key row")
     fig.update_xaxes(constrain="domain", title_text="key column", side="top")  # the colour bar is below
     fig.update_layout(
-        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center"},
+        # the title at the top of the figure, above the key-column axis
+        title={"text": title, "font": TITLE_FONT, "x": 0.5, "xanchor": "center", "y": 0.98, "yanchor": "top"},
         height=height,
         margin=dict(l=10, r=10, t=90 if title else 60, b=60),
         template="plotly_white",

@@ -348,7 +348,9 @@ def training_curves_figure(batches: Sequence[dict], epochs: Sequence[dict]) -> g
                 row=1,
                 col=col,
             )
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    # both axes start at 0: labels stand off their axes so the two "0"s do not print over each other
+    fig.update_xaxes(title_text="epoch", rangemode="tozero", ticklabelstandoff=6)
+    fig.update_yaxes(ticklabelstandoff=8)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_layout(

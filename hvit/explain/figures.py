@@ -91,8 +91,8 @@ def _opacity_slider(heat_traces: list[int], opacity: float) -> list[dict]:
 
 def _image_axes(fig: go.Figure) -> None:
     """Image orientation (row 0 at the top), square pixels and no ticks, on every axis of the figure."""
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
     for name in fig.layout:
         if name.startswith("yaxis"):
             anchor = fig.layout[name].anchor or "x"
@@ -244,8 +244,8 @@ def panel_grid_figure(
         show = i == group[-1]
         scale = scales[share_groups[i]]
         if show and len(group) > 1:
-            what = "all panels" if one_bar else "both panels" if len(group) == 2 else "the row"
-            scale = replace(scale, title=f"{scale.title} ({what})".strip())
+            what = "both panels" if len(group) == 2 else "all panels" if one_bar else "the row"
+            scale = replace(scale, title=f"{scale.title} ({what})" if scale.title else f"one scale: {what}")
         placement = {} if one_bar else _panel_bar_placement(fig, r, c)
         fig.add_trace(
             go.Heatmap(
@@ -325,6 +325,7 @@ def twin_figure(
     labels: tuple[str, str] = ("trained model", "random weights"),
     opacity: float = 0.6,
     panel_height: int = 280,
+    cols: int = 2,
 ) -> go.Figure:
     """Each method's map next to its twin (e.g. the randomised model's), one row per method.
 
@@ -338,6 +339,7 @@ def twin_figure(
         labels: what the two columns show.
         opacity: initial map opacity.
         panel_height: pixels per row.
+        cols: 2 (a map beside its twin) or 1 (one under the other, for a narrow column).
     """
     signed = signed or {}
     names = list(pairs)
@@ -347,7 +349,7 @@ def twin_figure(
         maps,
         titles,
         image=image,
-        cols=2,
+        cols=cols,
         opacity=opacity,
         signed=[signed.get(n, False) for n in names for _ in labels],
         share_groups=[i for i in range(len(names)) for _ in labels],
