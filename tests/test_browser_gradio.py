@@ -2,9 +2,9 @@
 
 Launches the demo on a free loopback port in this process and drives Debian's Chromium through
 Playwright (the browser set-up is tests/test_browser.py's). After the demo's opening analysis and after
-a click on the image, every Plotly figure is measured in the page itself: no two visible SVG text boxes
-overlap, none is cut off by its figure, every map panel is at least `MIN_PANEL_PX` wide. Screenshots
-land in ``tests/artifacts/`` (git-ignored): look at them.
+a click on the image, every Plotly figure is measured in the page itself with test_browser's
+`figure_problems`: no two visible SVG text boxes overlap, none is cut off by its figure, every map panel
+is at least 240 px wide. Screenshots land in ``tests/artifacts/`` (git-ignored): look at them.
 """
 
 from __future__ import annotations
@@ -16,37 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FIGURES_JS, MIN_PANEL_PX, figure_problems
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1366, "height": 768}
-MIN_PANEL_PX = 240  # issue 12: a map a class can read from the back of the room
+CHARTS = ".js-plotly-plot"  # every Plotly figure Gradio draws
 ERRORS = '[data-testid="toast-body"].error, [data-testid="toast-body"].warning'
-
-# Every Plotly figure on the page: its box, its visible text boxes and the width of each map panel
-# (a subplot holding a heat map), all in CSS pixels of the page.
-FIGURES_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map((gd) => {
-    const fig = gd.getBoundingClientRect();
-    const texts = [...gd.querySelectorAll('svg.main-svg text')].filter((t) => {
-        if (!t.textContent.trim() || t.closest('.hoverlayer')) return false;
-        const style = getComputedStyle(t);
-        const r = t.getBoundingClientRect();
-        return style.display !== 'none' && style.visibility !== 'hidden'
-            && Number(style.opacity) > 0 && r.width > 0 && r.height > 0;
-    }).map((t) => {
-        const r = t.getBoundingClientRect();
-        return {text: t.textContent.trim(), x0: r.left, y0: r.top, x1: r.right, y1: r.bottom};
-    });
-    const layout = gd._fullLayout;
-    const panels = (gd._fullData || []).filter((d) => d.type === 'heatmap').map((d) => {
-        const name = 'xaxis' + (d.xaxis === 'x' ? '' : d.xaxis.slice(1));
-        return {trace: d.name || '', width: layout[name]._length};
-    });
-    const title = layout.title && layout.title.text ? layout.title.text : '';
-    return {title, box: {x0: fig.left, y0: fig.top, x1: fig.right, y1: fig.bottom}, texts, panels};
-})"""
 
 
 def _load_app():
@@ -95,22 +72,6 @@ def page(demo_url: str) -> Iterator[object]:
         browser.close()
 
 
-def _overlap(a: dict, b: dict, slack: float = 1.0) -> bool:
-    """Two boxes share more than ``slack`` pixels in both directions."""
-    return min(a["x1"], b["x1"]) - max(a["x0"], b["x0"]) > slack and (
-        min(a["y1"], b["y1"]) - max(a["y0"], b["y0"]) > slack
-    )
-
-
-def _inside(inner: dict, outer: dict, slack: float = 1.0) -> bool:
-    return (
-        inner["x0"] >= outer["x0"] - slack
-        and inner["y0"] >= outer["y0"] - slack
-        and inner["x1"] <= outer["x1"] + slack
-        and inner["y1"] <= outer["y1"] + slack
-    )
-
-
 def _wait_for_plots(page, count: int = 3, timeout_ms: int = 180_000) -> None:  # noqa: ANN001
     """Until ``count`` figures with heat maps are drawn and no request is pending."""
     page.wait_for_function(
@@ -122,31 +83,21 @@ def _wait_for_plots(page, count: int = 3, timeout_ms: int = 180_000) -> None:  #
     page.wait_for_timeout(1500)  # Plotly's last relayout
 
 
-def _check_figures(page, when: str) -> list[dict]:  # noqa: ANN001
-    figures = page.evaluate(FIGURES_JS)
-    assert len(figures) >= 3, f"{when}: {len(figures)} Plotly figures on the page"
-    for fig in figures:
-        name = f"{when}, figure {fig['title'][:60]!r}"
-        for panel in fig["panels"]:
-            assert panel["width"] >= MIN_PANEL_PX, (
-                f"{name}: panel {panel['trace']!r} is {panel['width']:.0f} px"
-            )
-        texts = fig["texts"]
-        for i, a in enumerate(texts):
-            assert _inside(a, fig["box"]), f"{name}: {a['text']!r} is cut off by the figure ({a})"
-            for b in texts[i + 1 :]:
-                assert not _overlap(a, b), f"{name}: {a['text']!r} overlaps {b['text']!r}"
+def _check_figures(page, when: str) -> None:  # noqa: ANN001
+    problems = figure_problems(page, when, charts=CHARTS)
+    assert not problems, "\n".join(problems)
     errors = [e.inner_text()[:300] for e in page.query_selector_all(ERRORS)]
     assert not errors, f"{when}: {errors}"
-    return figures
 
 
 def test_the_demo_opens_with_readable_plots_and_a_click_moves_the_query(page) -> None:  # noqa: ANN001
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     _wait_for_plots(page)  # the demo analyses its first example as it opens
     page.screenshot(path=str(ARTIFACTS / "gradio_1366x768.png"), full_page=True)
-    figures = _check_figures(page, "opening analysis")
-    assert sum(len(f["panels"]) for f in figures) >= 1 + 4 + 1  # attribution, 4 stages, >= 1 head
+    _check_figures(page, "opening analysis")
+    # The checks measured every map: the attribution, every stage and at least one head.
+    widths = [p["w"] for fig in page.evaluate(FIGURES_JS, CHARTS) for p in fig["panels"]]
+    assert len(widths) >= 1 + 4 + 1 and min(widths) >= MIN_PANEL_PX, widths
 
     shapes_before = page.evaluate(
         "() => [...document.querySelectorAll('.js-plotly-plot')].map((gd) => JSON.stringify("
