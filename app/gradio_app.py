@@ -675,13 +675,16 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
                     )
                     # A click on either image moves the query point (this one is large enough to aim).
                     picture = gr.Image(
-                        label="The model's view: click to move the query",
+                        label="What the model sees",
+                        show_label=False,  # a floating label would hide a query point near the top
                         interactive=False,
                         height=PICTURE_SIDE + 20,
                         buttons=[],
                         elem_id="model-view",
                     )
-                gr.Markdown(LIMITS)
+                gr.Markdown(
+                    f"Right: what the model sees. **Click either image** to move the query point. {LIMITS}"
+                )
                 with gr.Row():
                     query_x = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the left")
                     query_y = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the top")
