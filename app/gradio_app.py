@@ -20,6 +20,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import base64
 import binascii
 import copy
+import functools
+import hashlib
 import queue
 import sys
 import threading
@@ -34,28 +36,32 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 try:
     import hvit  # noqa: F401  (installed by the README's set-up command; a Space does not install it)
 except ImportError:  # run as a script from a bare checkout: the package sits next to app/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hvit.assets import ROOT as ASSETS
 from hvit.demo import (
     IMAGENET,
     MAX_IMAGE_SIDE,
     MAX_UPLOAD_BYTES,
     SHIPPED,
     ImageInputError,
+    enlarge,
     load_image,
     load_model_choice,
     model_choices,
     predict,
     sample_images,
 )
+from hvit.demo.domain import PHOTO, DomainNote, domain_note, image_kind, model_domain
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
+from hvit.explain.rollout import rollout_all_stages
 from hvit.explain.views import AttentionViews, attention_views
 from hvit.interchange import PretrainedUnavailableError
 from hvit.model import HierarchialViT
@@ -245,6 +251,19 @@ DEFAULT_METHOD = "integrated_gradients"
 # Fewer integration steps and samples than the library's defaults: a demo answers in seconds on 2 vCPUs.
 DEMO_SETTINGS = AttributionSettings(n_steps=16, nt_samples=8, shap_samples=8)
 
+# What the stage panels (and the head grid) show. Only the first follows the query point.
+VIEW_LABELS: dict[str, str] = {
+    "query": "Where the query point looks",
+    "rollout": "Rollout: what each stage's output draws from",
+    "received": "Attention each key receives",
+}
+DEFAULT_VIEW = "query"
+# Panels per row: at 1366 px a full-width plot holds four panels of about 270 px (issue 12: >= 240 px).
+PANELS_PER_ROW = 4
+PANEL_HEIGHT = 360  # pixels per row of panels; panels are square, so this also bounds their width
+QUERY_COLOUR = "#40c057"  # the query token's outline on every panel
+PICTURE_SIDE = 256  # the model's view is enlarged (sharp pixels) to at least this side, to click on
+
 
 def top_classes(model: HierarchialViT, image: Image.Image, k: int = 5) -> dict[str, float]:
     """``{class name: probability}`` of the ``k`` most likely classes, the form `gr.Label` shows."""
@@ -258,6 +277,12 @@ def _check_method(method: str) -> str:
     return method
 
 
+def _check_view(view: str) -> str:
+    if view not in VIEW_LABELS:
+        raise _refusal(f"Unknown view {view!r}; choose one of {', '.join(VIEW_LABELS)}.")
+    return view
+
+
 def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
     """0-based stage from the 1-based number the UI shows."""
     num_stages = len(model.stages)
@@ -267,21 +292,118 @@ def _check_stage(model: HierarchialViT, stage: int | float | None) -> int:
     return int(stage) - 1
 
 
-def _stages_figure(views: AttentionViews) -> go.Figure:
-    titles = []
-    for s in range(views.num_stages):
-        (q_h, q_w), (k_h, k_w) = views.groups(s)[0].query_grid, views.groups(s)[0].key_grid
-        titles.append(f"stage {s + 1}: {q_h}x{q_w} queries, {k_h}x{k_w} keys")
-    # Each stage on its own colour scale: a stage with 4 keys gives each far more attention than one
-    # with 64, and a shared scale would show the fine stages as blank.
-    return stage_panels_figure(
-        views.images[0], views.stage_maps(), titles, shared_scale=False,
-        title="Attention each key receives (mean over queries and heads, last block of each stage)",
+def _check_query(query_x: float | None, query_y: float | None) -> tuple[float, float]:
+    """The query point as fractions of the image's width and height, from the UI's percentages."""
+    point = []
+    for name, value in (("query_x", query_x), ("query_y", query_y)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise _refusal(f"{name} must be a number from 0 to 100 (per cent of the image), got {value!r}.")
+        point.append(float(value) / 100)
+    return point[0], point[1]
+
+
+def _query_pixel(views: AttentionViews, query: tuple[float, float]) -> tuple[int, int]:
+    """The model-input pixel (y, x) at fractions ``query`` = (across, down) of the image.
+
+    The model sees the whole image resized to a square (no crop), so a fraction of the image is the
+    same fraction of the model's input.
+    """
+    height, width = views.image_size
+    return min(int(query[1] * height), height - 1), min(int(query[0] * width), width - 1)
+
+
+def _mark_query(fig: go.Figure, views: AttentionViews, pixel: tuple[int, int], stages: Sequence[int]) -> None:
+    """Outline, on each map panel, the query token of its stage (``stages[i]`` for panel i)."""
+    panels = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    for trace, s in zip(panels, stages, strict=True):
+        stride = views.strides[s]
+        i, j = views.query_token(s, pixel)
+        fig.add_shape(
+            type="rect",
+            x0=j * stride - 0.5,
+            y0=i * stride - 0.5,
+            x1=(j + 1) * stride - 0.5,
+            y1=(i + 1) * stride - 0.5,
+            xref=trace.xaxis or "x",
+            yref=trace.yaxis or "y",
+            line={"color": QUERY_COLOUR, "width": 3},
+        )
+
+
+def _query_picture(views: AttentionViews, pixel: tuple[int, int]) -> np.ndarray:
+    """What the model sees (its input, enlarged with sharp pixels) with the query point marked.
+
+    A shapes image of 32 px would be a stamp in the upload box; this picture is big enough to click on.
+
+    Returns:
+        (S * f, S * f, 3) uint8, f the smallest whole factor reaching `PICTURE_SIDE`.
+    """
+    side = max(views.image_size)
+    factor = max(1, -(-PICTURE_SIDE // side))  # ceil
+    picture = enlarge(views.images[0], side * factor)
+    draw = ImageDraw.Draw(picture)
+    y, x = (pixel[0] + 0.5) * factor, (pixel[1] + 0.5) * factor
+    radius = max(6, factor * 2)
+    for width, colour in ((5, "black"), (3, QUERY_COLOUR)):  # a dark rim: visible on light and dark
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=width)
+        draw.line((x - 2 * radius, y, x - radius, y), fill=colour, width=width)
+        draw.line((x + radius, y, x + 2 * radius, y), fill=colour, width=width)
+        draw.line((x, y - 2 * radius, x, y - radius), fill=colour, width=width)
+        draw.line((x, y + radius, x, y + 2 * radius), fill=colour, width=width)
+    return np.asarray(picture)
+
+
+def _stages_figure(
+    model: HierarchialViT, views: AttentionViews, view: str, pixel: tuple[int, int]
+) -> go.Figure:
+    """One panel per stage, all on one colour scale measured against uniform attention."""
+    n = views.num_stages
+    if view == "rollout":
+        # From what the next stage (or the classifier) reads of each stage: the mean of its tokens.
+        # Not from the query point: a token's own residual path dominates a one-token rollout, which
+        # then shows little more than the query itself.
+        rollout = rollout_all_stages(
+            views.maps, views.strides, model.config.downsample_stride, views.image_size
+        )
+        maps = [rollout.to_image(s)[0] for s in range(n)]
+        uniform: float | list[float] = views.rollout_uniform_level  # every map spreads over stage-1 tokens
+        titles = [f"stage {s + 1} output" for s in range(n - 1)] + [f"stage {n}: what the classifier reads"]
+        title = "Attention rollout: which pixels each stage's output draws from, through every block below it"
+    else:
+        maps = views.stage_maps(kind="query" if view == "query" else "received", pixel=pixel)
+        uniform = [views.uniform_level(s) for s in range(n)]
+        titles = []
+        for s in range(n):
+            (k_h, k_w) = views.groups(s)[0].key_grid
+            titles.append(f"stage {s + 1} · keys {k_h}x{k_w}")
+        title = (
+            "Where the query point looks in each stage (last block, mean over heads)"
+            if view == "query"
+            else "Attention each key receives in each stage (mean over queries and heads, last block)"
+        )
+    # One scale for every stage: attention as a multiple of uniform (1/keys) compares across key grids.
+    fig = stage_panels_figure(
+        views.images[0], maps, titles, cols=min(n, PANELS_PER_ROW), panel_height=PANEL_HEIGHT,
+        uniform=uniform, title=title,
     )  # fmt: skip
+    if view == "query":
+        _mark_query(fig, views, pixel, range(n))
+    return fig
 
 
-def _heads_figure(views: AttentionViews, stage: int) -> go.Figure:
-    return head_grid_figure(views, stage)  # one colour scale: a near-silent head stays visibly silent
+def _heads_figure(views: AttentionViews, stage: int, view: str, pixel: tuple[int, int]) -> go.Figure:
+    """Every head of ``stage``'s last block: the query point's attention ("query" view), else the
+    attention each key receives.
+
+    One colour scale for all heads, so a near-silent head stays visibly silent.
+    """
+    kind = "query" if view == "query" else "received"
+    fig = head_grid_figure(
+        views, stage, kind=kind, pixel=pixel, cols=PANELS_PER_ROW, panel_height=PANEL_HEIGHT
+    )
+    if kind == "query":
+        _mark_query(fig, views, pixel, [stage] * views.num_heads(stage))
+    return fig
 
 
 def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, stage: int) -> go.Figure:
@@ -289,17 +411,19 @@ def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, 
     names = model.preprocessing.class_names
     target = int(result.target[0])
     class_name = names[target] if names else f"class {target}"
-    title = f"{METHOD_LABELS[method].split(' (')[0]} for {class_name!r}"
+    name = f"Grad-CAM on stage {stage + 1}" if method == "grad_cam" else METHOD_LABELS[method].split(" (")[0]
+    title = f"{name}: the pixels behind {class_name!r}"
     if result.note:
         title += f"<br><sup>{result.note}</sup>"
     display = display_images(model, prepare_images(model, image))[0]  # what the model saw, in [0, 1]
     return panel_grid_figure(
-        [result.map[0]], [""], image=display, cols=1, signed=result.signed, title=title, panel_height=340
-    )
+        [result.map[0]], [""], image=display, cols=1, signed=result.signed, title=title, panel_height=340,
+        colorbar_title="red: for, blue: against" if result.signed else "importance (0 = none)",
+    )  # fmt: skip
 
 
 def describe_model(label: str) -> str:
-    """Markdown about the selected model: what it recognises and at what resolution it looks.
+    """Markdown about the selected model: its domain (what it learned, its classes, its input size).
 
     Loading happens here, so choosing a model warms it up, and an unavailable one is explained at once.
     """
@@ -308,18 +432,58 @@ def describe_model(label: str) -> str:
         model, _ = MODELS.load(label)  # read-only look at the pristine copy
     except (PretrainedUnavailableError, FileNotFoundError, CheckpointError) as err:
         return f"**{label} is not available here.** {err}"
-    pre, cfg = model.preprocessing, model.config
     params = sum(p.numel() for p in model.parameters()) / 1e6
     variant = getattr(model, "variant", "hvit")
-    names = pre.class_names or []
-    shown = ", ".join(names[:8]) + (f", ... ({len(names)} classes)" if len(names) > 8 else "")
     return (
-        f"{variant}: {params:.2f} M parameters, {len(cfg.depths)} stages; it sees every image resized to "
-        f"{pre.img_size}x{pre.img_size} pixels. Classes: {shown or f'{cfg.num_classes}, unnamed'}."
+        f"{variant}, {params:.2f} M parameters, {len(model.config.depths)} stages. "
+        f"{model_domain(model).summary()}."
     )
 
 
-def analyse(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
+@functools.cache
+def _sample_kinds() -> dict[str, str]:
+    """The kind (`hvit.demo.image_kind`) of every shipped sample, keyed by a digest of its pixels."""
+    kinds = {}
+    for path in sample_images():
+        kind = image_kind(path)
+        if kind is not None:
+            kinds[_pixel_digest(load_image(path))] = kind
+    return kinds
+
+
+def _pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()
+
+
+def _image_kind(image: ImageInput, img: Image.Image) -> str | None:
+    """What kind of image the visitor gave: a shipped sample's kind, else unknown (None).
+
+    Gradio hands the functions a copy of an example in its own cache, so a sample is recognised by
+    its pixels; only a path inside the shipped assets is judged by its folders.
+    """
+    if isinstance(image, (str, Path)) and Path(image).resolve().is_relative_to(ASSETS.resolve()):
+        return image_kind(image)
+    return _sample_kinds().get(_pixel_digest(img))
+
+
+def _summary(top: dict[str, float], note: DomainNote | None, seconds: float) -> str:
+    """The answer in words, with the domain note right under it when there is one."""
+    best, prob = next(iter(top.items()))
+    text = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
+    if note is None:
+        return text
+    return text + f"\n\n> {'⚠️' if note.level == 'warning' else 'ℹ️'} {note.text}"
+
+
+def analyse(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, ...]:
     """Everything the demo shows for one image, from one call.
 
     Args:
@@ -327,56 +491,95 @@ def analyse(image: ImageInput, model_label: str, method: str, stage: int) -> tup
         model_label: a label of `hvit.demo.model_choices()`.
         method: an attribution method, a key of `METHOD_LABELS`.
         stage: 1-based stage whose heads the head grid shows (and Grad-CAM uses).
+        view: what the attention plots show, a key of `VIEW_LABELS`.
+        query_x, query_y: the query point, in per cent of the image's width (from the left) and
+            height (from the top).
 
     Returns:
-        ``(top-5 {class: probability}, per-stage attention figure, per-head figure of ``stage``,
-        attribution figure, Markdown summary)``.
+        ``(top-5 {class: probability}, the model's view with the query point marked, per-stage
+        attention figure, per-head figure of ``stage``, attribution figure, Markdown summary with the
+        out-of-domain note when the image is not the kind the model learned)``.
     """
     img = read_image(image)
-    method = _check_method(method)
+    method, view, query = _check_method(method), _check_view(view), _check_query(query_x, query_y)
     start = time.perf_counter()
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
         top = top_classes(model, img)
+        note = domain_note(model_domain(model), _image_kind(image, img))
         views = attention_views(model, img)
-        stages_fig = _stages_figure(views)
-        heads_fig = _heads_figure(views, s)
+        pixel = _query_pixel(views, query)
+        picture = _query_picture(views, pixel)
+        stages_fig = _stages_figure(model, views, view, pixel)
+        heads_fig = _heads_figure(views, s, view, pixel)
         attribution_fig = _attribution_figure(model, img, method, s)
-    seconds = time.perf_counter() - start
-    best, prob = next(iter(top.items()))
-    summary = f"**{best}** ({prob:.0%}), answered in {seconds:.1f} s."
-    return top, stages_fig, heads_fig, attribution_fig, summary
+    summary = _summary(top, note, time.perf_counter() - start)
+    return top, picture, stages_fig, heads_fig, attribution_fig, summary
 
 
-def analyse_new_image(image: ImageInput, model_label: str, method: str, stage: int) -> tuple[Any, ...]:
+def analyse_new_image(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, ...]:
     """`analyse`, run when the visitor gives an image or picks another model.
 
     Clears the outputs when the image is removed. A model that cannot be loaded is reported in the
     summary rather than as an error pop-up: the note under the model list already says why.
     """
     if image is None:
-        return None, None, None, None, ""
+        return None, None, None, None, None, ""
     try:
         MODELS.load(_check_model_label(model_label))
     except (PretrainedUnavailableError, FileNotFoundError, CheckpointError):
-        return (
-            None,
-            None,
-            None,
-            None,
-            f"**{model_label}** is not available here; see the note under the model list.",
-        )
-    return analyse(image, model_label, method, stage)
+        unavailable = f"**{model_label}** is not available here; see the note under the model list."
+        return None, None, None, None, None, unavailable
+    return analyse(image, model_label, method, stage, view, query_x, query_y)
 
 
-def show_heads(image: ImageInput, model_label: str, stage: int) -> go.Figure | None:
-    """The per-head grid of one stage (1-based); ``None`` while there is no image yet."""
+def show_attention(
+    image: ImageInput,
+    model_label: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[np.ndarray | None, go.Figure | None, go.Figure | None]:
+    """The model's view, the stage panels and the head grid for another query point or view.
+
+    One model pass. Returns ``(None, None, None)`` while there is no image yet.
+    """
     if image is None:
-        return None
+        return None, None, None
     img = read_image(image)
+    view, query = _check_view(view), _check_query(query_x, query_y)
     with _model_for_request(model_label) as model:
         s = _check_stage(model, stage)
-        return _heads_figure(attention_views(model, img), s)
+        views = attention_views(model, img)
+        pixel = _query_pixel(views, query)
+        picture = _query_picture(views, pixel)
+        return picture, _stages_figure(model, views, view, pixel), _heads_figure(views, s, view, pixel)
+
+
+def pick_query(picture: ImageInput, evt: gr.SelectData) -> tuple[float, float, str]:
+    """The query point where the visitor clicked an image, in per cent, and the view that shows it.
+
+    Args:
+        picture: the image clicked: the upload, or the model's view (the same picture, resized).
+        evt: ``evt.index`` is the clicked pixel (x, y) of ``picture``.
+
+    Returns:
+        ``(query_x, query_y, "query")``: the click means "where does this point look?".
+    """
+    width, height = read_image(picture).size
+    x, y = evt.index[0], evt.index[1]
+    query_x = round(100 * (min(max(x, 0), width - 1) + 0.5) / width, 1)
+    query_y = round(100 * (min(max(y, 0), height - 1) + 0.5) / height, 1)
+    return query_x, query_y, "query"
 
 
 def show_attribution(image: ImageInput, model_label: str, method: str, stage: int) -> go.Figure | None:
@@ -389,6 +592,41 @@ def show_attribution(image: ImageInput, model_label: str, method: str, stage: in
         return _attribution_figure(model, img, method, _check_stage(model, stage))
 
 
+def show_heads(
+    image: ImageInput,
+    model_label: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> go.Figure | None:
+    """The head grid of another stage (1-based); ``None`` while there is no image yet."""
+    if image is None:
+        return None
+    img = read_image(image)
+    view, query = _check_view(view), _check_query(query_x, query_y)
+    with _model_for_request(model_label) as model:
+        s = _check_stage(model, stage)
+        views = attention_views(model, img)
+        return _heads_figure(views, s, view, _query_pixel(views, query))
+
+
+def show_stage(
+    image: ImageInput,
+    model_label: str,
+    method: str,
+    stage: int,
+    view: str = DEFAULT_VIEW,
+    query_x: float = 50,
+    query_y: float = 50,
+) -> tuple[Any, Any]:
+    """Another stage chosen: its head grid, and a new map when the method is Grad-CAM (stage-bound)."""
+    heads = show_heads(image, model_label, stage, view, query_x, query_y)
+    if method != "grad_cam":
+        return heads, gr.skip()
+    return heads, show_attribution(image, model_label, method, stage)
+
+
 # --------------------------------------------------------------------------------------------------
 # The UI: widgets and wiring only
 # --------------------------------------------------------------------------------------------------
@@ -396,8 +634,9 @@ def show_attribution(image: ImageInput, model_label: str, method: str, stage: in
 INTRO = """\
 # Where does a pyramid vision transformer look?
 Drop in an image, take one with the webcam, or click an example. The model answers with its five most
-likely classes. The plots show where each **stage** of the pyramid attends (averaged over its heads),
-how the **heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
+likely classes. **Click the image** to choose a query point: the plots show where that point looks in
+each **stage** of the pyramid, which pixels each stage's output draws from (**rollout**), how the
+**heads** of one stage differ, and which pixels an **attribution** method credits for the answer.
 """
 LIMITS = (
     f"PNG, JPEG, BMP, GIF, WebP or TIFF; up to {MAX_UPLOAD_BYTES // 2**20} MiB "
@@ -406,14 +645,26 @@ LIMITS = (
 HOW_TO_READ = """\
 - **Stages.** Each stage works on a coarser grid of tokens than the one before (4, 8, 16 and 32 pixels
   per token in PVT). Its queries are the tokens; its keys are a spatially *reduced* grid, so every key
-  summarises a patch of tokens. A panel shows how much attention each key receives, averaged over all
-  queries and heads, painted over the pixels that key summarises.
+  summarises a patch of tokens, and a panel paints each key's value over the pixels it summarises.
+  The green square is the query point's token in that stage: it grows as the grid gets coarser.
+- **Against uniform.** Attention is drawn as a multiple of *uniform* attention (1 / keys: what every
+  key would get if the query looked everywhere alike). 1 is marked on the colour bar; dark is less than
+  uniform, bright more. All panels of a plot share one colour bar, so they can be compared.
+- **Rollout** multiplies the attention of every block below a stage (with the residual path), carried
+  back to the pixels: what the stage's output, as the next stage or the classifier reads it, has
+  gathered information from. The last panel is what the answer rests on.
 - **Heads.** The heads of one stage share one colour scale, so a head that barely varies looks flat
   instead of being stretched to look like the others.
 - **Attribution.** Which input pixels the top class depends on. For the signed methods (integrated
   gradients, input x gradient, GradientSHAP, occlusion) red raises the class score and blue lowers it.
 - **Opacity.** The slider under each plot fades the map over the image.
+- **Domain.** A model only knows the images it learned (see the note under the model list). Shown
+  anything else it still picks one of its classes; a note beside the answer says when that happens.
 """
+
+
+EXAMPLES_LABEL = "Examples: images of the shipped model's own kind"
+PHOTOS_LABEL = "Photographs: for the ImageNet model (the shapes model cannot read them)"
 
 
 def example_images() -> list[Path]:
@@ -429,7 +680,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
 
     Args:
         models: labels offered in the model selector, the first being the default.
-        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`.
+        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`. The
+            first one is the image the demo opens with (the default model's kind of image).
 
     Returns:
         A `gr.Blocks` with its queue configured; call ``.launch()`` on it.
@@ -442,10 +694,29 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(
-                    label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", height=320
+                with gr.Row():
+                    image = gr.Image(
+                        value=str(examples[0]) if examples else None,
+                        label="Image",
+                        sources=["upload", "webcam", "clipboard"],
+                        type="filepath",
+                        height=PICTURE_SIDE + 20,
+                    )
+                    # A click on either image moves the query point (this one is large enough to aim).
+                    picture = gr.Image(
+                        label="What the model sees",
+                        show_label=False,  # a floating label would hide a query point near the top
+                        interactive=False,
+                        height=PICTURE_SIDE + 20,
+                        buttons=[],
+                        elem_id="model-view",
+                    )
+                gr.Markdown(
+                    f"Right: what the model sees. **Click either image** to move the query point. {LIMITS}"
                 )
-                gr.Markdown(LIMITS)
+                with gr.Row():
+                    query_x = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the left")
+                    query_y = gr.Slider(0, 100, value=50, step=0.1, label="Query point: % from the top")
                 model = gr.Dropdown(list(models), value=models[0], label="Model")
                 model_info = gr.Markdown()
                 method = gr.Dropdown(
@@ -460,10 +731,19 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
                 top5 = gr.Label(num_top_classes=5, label="Top-5 classes")
                 attribution = gr.Plot(label="Attribution")
         # Drawn below the examples (`.render()` at the end), so the examples sit next to the input.
-        stages = gr.Plot(label="Attention of each stage", render=False)
+        view = gr.Radio(
+            [(text, name) for name, text in VIEW_LABELS.items()],
+            value=DEFAULT_VIEW,
+            label="The attention plots show",
+            render=False,
+        )
+        stages = gr.Plot(label="Attention in each stage", render=False)
         heads = gr.Plot(label="Attention of each head in the chosen stage", render=False)
 
-        inputs, outputs = [image, model, method, stage], [top5, stages, heads, attribution, summary]
+        inputs = [image, model, method, stage, view, query_x, query_y]
+        outputs = [top5, picture, stages, heads, attribution, summary]
+        attention_inputs = [image, model, stage, view, query_x, query_y]
+        attention_outputs = [picture, stages, heads]
         # Every event that runs a model shares one concurrency group (`CONCURRENCY_LIMIT` at a time).
         # preprocess=False: the functions get the raw upload and check it themselves (`read_image`), so
         # a bad file gets a message that says what to do instead of a decoder traceback.
@@ -472,23 +752,44 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         on_input = dict(run_model, trigger_mode="always_last")  # clicking through: only the last one runs
         run.click(analyse, inputs, outputs, api_name="predict", **run_model)
         image.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
-        stage.input(show_heads, [image, model, stage], heads, api_name="heads", **on_input)
-        method.input(show_attribution, inputs, attribution, api_name="attribution", **on_input)
+        # A click on an image moves the query point, then redraws the attention plots for it.
+        for clicked in (image, picture):
+            picked = clicked.select(
+                pick_query, clicked, [query_x, query_y, view], api_visibility="private", preprocess=False
+            )
+            picked.then(
+                show_attention, attention_inputs, attention_outputs, api_visibility="private", **run_model
+            )
+        gr.on(
+            [query_x.input, query_y.input, view.input], show_attention, attention_inputs,
+            attention_outputs, api_name="attention", **on_input,
+        )  # fmt: skip
+        stage.input(show_stage, inputs, [heads, attribution], api_visibility="private", **on_input)
+        method.input(show_attribution, inputs[:4], attribution, api_name="attribution", **on_input)
         model.input(analyse_new_image, inputs, outputs, api_visibility="private", **on_input)
         model.change(describe_model, model, model_info, api_name="describe_model", **run_model)
         demo.load(describe_model, model, model_info, api_visibility="private", **run_model)
-        if examples:
-            gr.Examples(
-                [[str(p), models[0], DEFAULT_METHOD, 1] for p in examples],
-                inputs=inputs,
-                outputs=outputs,
-                fn=analyse,
-                cache_examples=True,
-                cache_mode="lazy",  # computed on first click, then served to every visitor
-                preprocess=False,
-                examples_per_page=MAX_EXAMPLES,
-                visible_columns=[0],  # the images; the other columns are the defaults set above
-            )
+        if examples:  # the demo opens with an answer for its first example, not with empty plots
+            demo.load(analyse_new_image, inputs, outputs, api_visibility="private", **run_model)
+            # Grouped by kind, so a visitor sees which images the model can read before clicking.
+            photos = [p for p in examples if image_kind(p) == PHOTO]
+            groups = [([p for p in examples if p not in photos], EXAMPLES_LABEL), (photos, PHOTOS_LABEL)]
+            for paths, label in groups:
+                if not paths:
+                    continue
+                gr.Examples(
+                    [[str(p), models[0], DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in paths],
+                    inputs=inputs,
+                    outputs=outputs,
+                    fn=analyse,
+                    cache_examples=True,
+                    cache_mode="lazy",  # computed on first click, then served to every visitor
+                    preprocess=False,
+                    examples_per_page=MAX_EXAMPLES,
+                    visible_columns=[0],  # the images; the other columns are the defaults set above
+                    label=label,
+                )
+        view.render()
         stages.render()
         heads.render()
         with gr.Accordion("How to read these plots", open=False):
@@ -504,6 +805,7 @@ def main() -> None:
         # Two requests each using every core oversubscribe the CPU, and OpenMP's busy-waiting then makes
         # the small models here many times slower (measured on 2 cores: 3 s per request instead of 0.4 s).
         torch.set_num_threads(1)
+    _sample_kinds()  # read the samples once now, not in the first visitor's request
     build_demo().launch(**LAUNCH_SETTINGS)
 
 

@@ -57,10 +57,11 @@ LINKED_URLS_JS = """() => Array.from(
     document.querySelectorAll('link[href], script[src], img[src], iframe[src], source[src]'),
     e => e.href || e.src
 )"""
+STREAMLIT_CHARTS = '[data-testid="stPlotlyChart"]'
 MIN_PANEL_PX = 240  # a map panel narrower than this is unreadable from the back of a classroom
 # Every visible Plotly figure of the page: its SVG text boxes (each must lie inside the figure and
 # overlap no other) and its map panels (heat maps and images, each drawn as an SVG <image>).
-FIGURES_JS = """() => {
+FIGURES_JS = """(charts) => {
     const visible = (el) => {
         for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
             const st = getComputedStyle(e);
@@ -69,7 +70,7 @@ FIGURES_JS = """() => {
         return true;
     };
     const box = (r) => ({x: r.x, y: r.y, w: r.width, h: r.height});
-    return [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].map((chart, index) => {
+    return [...document.querySelectorAll(charts)].map((chart, index) => {
         const plot = chart.querySelector('.js-plotly-plot');
         const frame = plot ? plot.getBoundingClientRect() : chart.getBoundingClientRect();
         const texts = [...chart.querySelectorAll('svg text')]
@@ -184,10 +185,14 @@ def _overlap(a: dict, b: dict, tolerance: float = 1.0) -> bool:
     return dx > tolerance and dy > tolerance
 
 
-def figure_problems(page, where: str) -> list[str]:  # noqa: ANN001 - a Playwright page
-    """Overlapping or clipped text and too-narrow map panels in every visible Plotly figure."""
+def figure_problems(page, where: str, charts: str = STREAMLIT_CHARTS) -> list[str]:  # noqa: ANN001
+    """Overlapping or clipped text and too-narrow map panels in every visible Plotly figure.
+
+    ``charts`` selects the figures' containers (Streamlit's by default; the Gradio demo's test passes
+    its own).
+    """
     found = []
-    for fig in page.evaluate(FIGURES_JS):
+    for fig in page.evaluate(FIGURES_JS, charts):
         name = f"{where}, figure {fig['index'] + 1} ({fig['title'] or 'untitled'})"
         frame, texts = fig["frame"], fig["texts"]
         for t in texts:

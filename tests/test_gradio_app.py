@@ -118,7 +118,9 @@ def _heatmaps(fig: go.Figure) -> list:
 def test_analyse_draws_every_stage_every_head_and_the_attribution_of_the_top_class(samples, model):
     size = model.preprocessing.img_size
     for stage in (1, len(model.stages)):
-        top, stages_fig, heads_fig, attribution_fig, _ = ga.analyse(str(samples[0]), MODEL, "saliency", stage)
+        top, _, stages_fig, heads_fig, attribution_fig, _ = ga.analyse(
+            str(samples[0]), MODEL, "saliency", stage
+        )
         stage_maps = _heatmaps(stages_fig)
         assert len(stage_maps) == len(model.stages)  # one panel per stage, over the image the model saw
         assert all(np.asarray(t.z).shape == (size, size) for t in stage_maps)
@@ -140,10 +142,131 @@ def test_every_attribution_method_gives_a_map(samples, model, method):
         assert attr.zmid == 0 and attr.zmin == -attr.zmax  # signed: diverging scale centred on zero
 
 
+# --- what the attention plots show: the query point, rollout, colours against uniform ----------------
+
+
+def _select(x: int, y: int) -> gr.SelectData:
+    """The event data of a click on pixel (x, y) of an image, as Gradio passes it."""
+    return gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+
+
+def test_a_click_gives_the_query_point_in_per_cent_and_switches_to_the_query_view(samples):
+    width, height = Image.open(samples[0]).size
+    assert ga.pick_query(str(samples[0]), _select(0, height - 1)) == (
+        round(50 / width, 1),
+        round(100 * (height - 0.5) / height, 1),
+        "query",
+    )
+    with pytest.raises(gr.Error, match="query_x must be a number from 0 to 100"):
+        ga.analyse(str(samples[0]), MODEL, FAST, 1, "query", 101, 50)
+    with pytest.raises(gr.Error, match="Unknown view 'heads'"):
+        ga.show_attention(str(samples[0]), MODEL, 1, "heads", 50, 50)
+
+
+def _rects(fig: go.Figure) -> list[tuple[float, float, float, float]]:
+    return [(s.x0, s.y0, s.x1, s.y1) for s in fig.layout.shapes]
+
+
+def test_the_query_point_is_outlined_on_every_panel_with_its_stages_token(samples, model):
+    from hvit.explain.geometry import stage_strides
+
+    strides = stage_strides(model)
+    size = model.preprocessing.img_size
+    picture, stages_fig, heads_fig = ga.show_attention(str(samples[0]), MODEL, 2, "query", 0, 100)
+    # Bottom-left corner: each stage's token there is one stride wide, ending at the image's edge.
+    assert _rects(stages_fig) == [(-0.5, size - st - 0.5, st - 0.5, size - 0.5) for st in strides]
+    assert _rects(heads_fig) == [(-0.5, size - strides[1] - 0.5, strides[1] - 0.5, size - 0.5)] * len(
+        _heatmaps(heads_fig)
+    )
+    assert "where the query looks" in heads_fig.layout.title.text
+    # The model's view is enlarged by a whole factor to at least PICTURE_SIDE, and marked.
+    factor = -(-ga.PICTURE_SIDE // size)
+    assert picture.shape == (size * factor, size * factor, 3) and picture.dtype == np.uint8
+    plain = ga.show_attention(str(samples[0]), MODEL, 2, "received", 50, 50)[0]
+    assert not np.array_equal(picture, plain)  # the mark moved with the query
+
+
+def test_another_query_point_changes_where_the_stages_look(samples, model):
+    top_left = ga.show_attention(str(samples[0]), MODEL, 1, "query", 5, 5)[1]
+    bottom_right = ga.show_attention(str(samples[0]), MODEL, 1, "query", 95, 95)[1]
+    first = [np.asarray(t.z) for t in _heatmaps(top_left)]
+    second = [np.asarray(t.z) for t in _heatmaps(bottom_right)]
+    assert any(not np.allclose(a, b) for a, b in zip(first, second, strict=True))
+    received = ga.show_attention(str(samples[0]), MODEL, 1, "received", 5, 5)[1]
+    assert not received.layout.shapes  # attention received has no query point to outline
+
+
+@pytest.mark.parametrize("view", sorted(ga.VIEW_LABELS))
+def test_stage_panels_share_one_colour_bar_against_uniform(samples, model, view):
+    fig = ga.show_attention(str(samples[1]), MODEL, 1, view, 30, 60)[1]
+    maps = _heatmaps(fig)
+    assert len(maps) == len(model.stages)
+    assert [a.text.split(" ")[:2] for a in fig.layout.annotations][: len(maps)] == [
+        ["stage", f"{s + 1}"] if s + 1 < len(maps) or view != "rollout" else ["stage", f"{s + 1}:"]
+        for s in range(len(maps))
+    ]  # numbered from 1
+    (bar,) = [t for t in maps if t.showscale]  # one colour bar for every panel, and it says so
+    assert "all panels" in bar.colorbar.title.text and "uniform" in bar.colorbar.title.text
+    assert "1 = uniform" in bar.colorbar.ticktext
+    assert all(t.zmin == 0 and t.zmax == bar.zmax >= 2 for t in maps)  # dark is zero, one range
+    assert all(np.asarray(t.z).max() <= bar.zmax + 1e-6 for t in maps)
+    if view == "rollout":  # a distribution over the image as a multiple of uniform: its mean is 1
+        for t in maps:
+            assert np.asarray(t.z, dtype=float).mean() == pytest.approx(1.0, rel=1e-4)
+        assert fig.layout.title.text.startswith("Attention rollout")
+
+
+def test_the_grad_cam_title_names_its_stage(samples):
+    fig = ga.show_attribution(str(samples[0]), MODEL, "grad_cam", 3)
+    assert fig.layout.title.text.startswith("Grad-CAM on stage 3:")
+    heads, attribution = ga.show_stage(str(samples[0]), MODEL, "grad_cam", 2)
+    assert attribution.layout.title.text.startswith("Grad-CAM on stage 2:")
+    assert heads.layout.title.text.startswith("Stage 2, block 1")
+    heads, attribution = ga.show_stage(str(samples[0]), MODEL, "saliency", 2)
+    assert attribution is not None and not isinstance(attribution, go.Figure)  # gr.skip(): unchanged
+
+
+def test_a_photo_shown_to_the_shapes_model_gets_the_domain_note(samples, model, tmp_path):
+    photos = [p for p in samples if "photos" in p.parts]
+    shapes = [p for p in samples if "photos" not in p.parts]
+    assert photos and shapes
+    summary = ga.analyse(str(photos[0]), MODEL, FAST, 1)[-1]
+    assert "⚠️" in summary and "means nothing" in summary
+    assert all(name in summary for name in model.preprocessing.class_names)
+    assert ">" not in ga.analyse(str(shapes[0]), MODEL, FAST, 1)[-1]  # its own domain: no note
+    # Gradio passes a copy of an example from its cache: the photo is still recognised, by its pixels.
+    copy = tmp_path / "upload.jpg"
+    copy.write_bytes(photos[0].read_bytes())
+    assert "⚠️" in ga.analyse({"path": str(copy), "url": None}, MODEL, FAST, 1)[-1]
+    # An image the demo cannot place gets the milder note: what the model knows.
+    drawn = _save(tmp_path / "drawing.png", (40, 30))
+    assert "ℹ️" in ga.analyse(str(drawn), MODEL, FAST, 1)[-1]
+    text = ga.describe_model(MODEL)
+    size = model.preprocessing.img_size
+    assert f"input {size}x{size} px" in text and "shapes" in text
+
+
+def test_a_96_px_model_draws_every_view(monkeypatch, samples):
+    """The demo is not tied to the 32 px shipped model: a 96 px one (random weights) works too."""
+    from hvit.registry import create_model
+
+    monkeypatch.setattr(ga, "load_model_choice", lambda label: create_model("hvit_micro", img_size=96).eval())
+    monkeypatch.setattr(ga, "MODELS", ga.ModelPool())
+    for view in ga.VIEW_LABELS:
+        top, picture, stages_fig, heads_fig, attribution_fig, summary = ga.analyse(
+            str(samples[0]), MODEL, FAST, 4, view, 50, 50
+        )
+        assert picture.shape == (288, 288, 3)  # 96 px enlarged 3 times: at least PICTURE_SIDE
+        assert all(np.asarray(t.z).shape == (96, 96) for t in _heatmaps(stages_fig))
+        assert len(_heatmaps(heads_fig)) == 8 and len(_heatmaps(stages_fig)) == 4
+        assert "Grad-CAM on stage 4" in attribution_fig.layout.title.text
+
+
 def test_changing_inputs_without_an_image_clears_instead_of_complaining():
     assert ga.show_heads(None, MODEL, 2) is None
     assert ga.show_attribution(None, MODEL, "saliency", 1) is None
-    assert ga.analyse_new_image(None, MODEL, FAST, 1) == (None, None, None, None, "")
+    assert ga.show_attention(None, MODEL, 1) == (None, None, None)
+    assert ga.analyse_new_image(None, MODEL, FAST, 1) == (None, None, None, None, None, "")
 
 
 def test_bad_stage_and_method_are_refused(samples):
@@ -280,7 +403,7 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
     assert info.value.title == "ImageNet weights unavailable"
     # Picking the model with an image already there: the summary says so, no error pop-up.
     *plots, summary = ga.analyse_new_image(str(samples[0]), core.IMAGENET, FAST, 1)
-    assert plots == [None] * 4 and "not available" in summary
+    assert plots == [None] * 5 and "not available" in summary
     assert attempts == []
 
 
@@ -365,9 +488,11 @@ def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
 def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
     config = ga.build_demo().get_config_file()  # builds without loading any model
-    (dataset,) = [c for c in config["components"] if c["type"] == "dataset"]
+    datasets = [c for c in config["components"] if c["type"] == "dataset"]
     offered = ga.example_images()
-    assert len(dataset["props"]["samples"]) == min(len(offered), ga.MAX_EXAMPLES) > 0
+    assert sum(len(d["props"]["samples"]) for d in datasets) == min(len(offered), ga.MAX_EXAMPLES) > 0
+    # Shapes and photographs apart, the default model's own kind first, each group labelled.
+    assert [d["props"]["label"] for d in datasets] == [ga.EXAMPLES_LABEL, ga.PHOTOS_LABEL][: len(datasets)]
     assert not any("mask" in str(p).lower() for p in offered)  # masks are ground truth, not examples
     assert {p.suffix.lower() for p in offered} <= set(core.IMAGE_SUFFIXES)
     if any("photos" in p.parts for p in offered):
