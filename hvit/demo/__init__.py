@@ -8,6 +8,7 @@ and every rule (which model is the default, which images and zips are accepted) 
 - `hvit.demo.architecture`: the architecture explorer's figures (attention cost, the token pyramid).
 - `hvit.demo.zip_upload`: a user's data set uploaded as a zip, checked and unpacked safely.
 - `hvit.demo.live_training`: a trainer in a background thread, its curves and confusion matrix.
+- `hvit.demo.training_queue`: one queue of training runs for the whole server, within a budget.
 - `hvit.demo.inspection`: attention and attribution views, scores against a mask, sanity checks.
 
 Everything public is also importable from ``hvit.demo`` itself.
@@ -61,6 +62,7 @@ from hvit.demo.live_training import (
     confusion_figure,
     training_curves_figure,
 )
+from hvit.demo.training_queue import TrainingQueue, TrainingQueueFull, training_queue
 from hvit.demo.zip_upload import (
     MAX_UNZIPPED_BYTES,
     MAX_ZIP_BYTES,
@@ -88,6 +90,8 @@ __all__ = [
     "SHIPPED",
     "SHIPPED_MODEL_GLOB",
     "TRAINING_PRESETS",
+    "TrainingQueue",
+    "TrainingQueueFull",
     "TrainingRequest",
     "attention_cost",
     "attention_cost_figure",
@@ -115,4 +119,5 @@ __all__ = [
     "shapes_example",
     "shipped_checkpoint",
     "training_curves_figure",
+    "training_queue",
 ]
