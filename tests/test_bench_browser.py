@@ -52,3 +52,22 @@ def test_a_short_lesson_runs_end_to_end_without_errors():
     assert all(s.error is None for s in steps), [s.error for s in steps if s.error]
     assert all(s.seconds > 0 for s in steps)
     assert summary_line(steps).endswith("errors 0")
+
+
+def test_classroom_summary_reports_the_largest_k_that_held_and_the_training_checks():
+    from hvit.bench.classroom import Round, round_line
+    from hvit.bench.classroom import summary_line as classroom_summary
+
+    ok = Round(4, [Step("1:classroom", "first load", 1.0, 0.5), Step("1:classroom", "Next → 2", 0.2, 0.5)])
+    ok.join_order, ok.finish_order, ok.handover_s = [1, 2, 3], [1, 2, 3], 1.5
+    bigger = Round(8, [Step("1:classroom", "Next → 2", 0.4, 0.5)])
+    bigger.join_order, bigger.finish_order, bigger.handover_s = [1, 2, 3], [1, 3, 2], None
+    bigger.training_errors.append("TimeoutError: no slot")
+    assert ok.held and ok.in_order and not bigger.held and not bigger.in_order
+    assert classroom_summary([ok, bigger]) == (
+        "classroom: largest K held 4, p50 0.20 s, p95 0.20 s (at K=4), trainings in order no, "
+        "closed tab stopped no"
+    )
+    assert classroom_summary([ok]).endswith("trainings in order yes, closed tab stopped yes")
+    line = round_line(bigger)
+    assert line.startswith("K=8   FAILED errors 1") and "finished [1, 3, 2] (queued [1, 2, 3])" in line
