@@ -31,10 +31,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from scipy.stats import rankdata
 from torch import nn
 
 from hvit.explain._inputs import eval_mode
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values``; tied values share the mean of their ranks (scipy's "average")."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    # Runs of equal values: each element gets the mean of the first and last rank of its run.
+    starts = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    run = np.cumsum(starts) - 1  # run index of each sorted element
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(values)] - 1
+    ranks = np.empty(len(values))
+    ranks[order] = (first[run] + last[run]) / 2 + 1
+    return ranks
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:
@@ -181,7 +194,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = True) -> torch.T
         fa, fb = np.abs(fa), np.abs(fb)
     out = []
     for u, v in zip(fa, fb, strict=True):
-        ru, rv = rankdata(u), rankdata(v)
+        ru, rv = _average_ranks(u), _average_ranks(v)
         ru, rv = ru - ru.mean(), rv - rv.mean()
         denom = math.sqrt(float((ru * ru).sum() * (rv * rv).sum()))
         out.append(float((ru * rv).sum()) / denom if denom > 0 else float("nan"))
