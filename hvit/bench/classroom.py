@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,9 @@ async def _trainers(
         tiny.append(page)
         r.join_order.append(i)
 
+    shot = Path(tempfile.gettempdir()) / f"hvit-classroom-waiting-k{r.k}.png"
+    await tiny[-1].screenshot(path=str(shot))  # the last in the queue: its place and expected wait
+    print(f"    screenshot of a waiting tab: {shot}", flush=True)
     closed = time.monotonic()
     await long_page.close()  # the tab goes away, and with it its Streamlit session
     first = tiny[0]
