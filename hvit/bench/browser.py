@@ -12,9 +12,10 @@ through Playwright with ``executable_path``) through a scripted lesson:
 - every step of the classroom walkthrough (Next, five times);
 - the architecture explorer: another preset, then one parameter (the image size, one step up).
 
-Each action is timed from the click to the page's last change once it has settled: Streamlit's running
-indicator (``[data-testid="stStatusWidget"]``) gone, no stale element left, no loading skeleton, and no
-change to the page for ``--quiet-s`` seconds (the figures drawn). A MutationObserver in the page records
+Each action is timed from the click to the page's last change once it has settled: a script run has
+followed the action and ended (the app's script state back to "notRunning", no running indicator), no
+stale element left, no loading skeleton, and no change to the page for ``--quiet-s`` seconds (the
+figures drawn). A MutationObserver in the page records
 when the page last changed, so the quiet wait itself is not counted. It prints one row per action, with
 the 1-minute load average when it ran (the machine may be shared: read the figures with it), and last
 one line: ``browser: first load max X s, interaction median Y s, p95 Z s, errors N``.
@@ -57,24 +58,38 @@ PAGES = {"home": "/", "architecture": "/architecture", "training": "/training"}
 PAGES |= {"attention": "/attention", "classroom": "/classroom?step=1"}
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
-# Installed before any page script: counts changes to the document and remembers when the last one
-# happened (performance.now(), ms since the navigation started).
+# Installed before any page script. It counts the script runs the page has seen (the app root's
+# ``data-test-script-state`` leaving "notRunning": a rerun was requested or runs, fragments included;
+# Streamlit's running indicator is hidden by ``toolbarMode = "minimal"``) and remembers when the app's
+# content (the main area or the sidebar) last changed (performance.now(), ms since the navigation).
 OBSERVER_JS = """(() => {
-    window.__hvit = {mutations: 0, last: performance.now()};
+    window.__hvit = {runs: 0, running: false, last: performance.now()};
     new MutationObserver((records) => {
-        window.__hvit.mutations += records.length;
-        window.__hvit.last = performance.now();
+        const app = document.querySelector('[data-testid="stApp"]');
+        const state = app ? app.getAttribute('data-test-script-state') : 'initial';
+        const running = state !== 'notRunning' && state !== 'initial';
+        if (running && !window.__hvit.running) window.__hvit.runs += 1;
+        window.__hvit.running = running;
+        for (const r of records) {
+            const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+            if (el && el.closest('[data-testid="stMain"], [data-testid="stSidebar"]')) {
+                window.__hvit.last = performance.now();
+                break;
+            }
+        }
     }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 })()"""
 STATE_JS = """() => ({
     ready: !!document.querySelector('[data-testid="stMain"] h1')
+        && !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
         && !document.querySelector('[data-testid="stStatusWidget"]')
         && !document.querySelector('[data-stale="true"]')
         && !document.querySelector('[data-testid="stSkeleton"]'),
-    mutations: window.__hvit ? window.__hvit.mutations : 0,
+    runs: window.__hvit ? window.__hvit.runs : 0,
     last: window.__hvit ? window.__hvit.last : 0,
     now: performance.now(),
 })"""
+BEFORE_JS = "() => [performance.now(), window.__hvit.runs]"
 
 
 @dataclass
@@ -201,11 +216,12 @@ def app_server(
 
 
 async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001 - a Playwright page
-    """Wait until the page has changed after the action and then settled; seconds from ``t0_ms``.
+    """Wait until a script run has followed the action and the page has settled; seconds from ``t0_ms``.
 
     Args:
         page: the Playwright page.
-        since: the page's mutation count before the action (settled only after a change).
+        since: the page's count of script runs before the action (settled only after another one: a
+            hover label drawn by the mouse is a change, not an answer).
         t0_ms: the page's clock (``performance.now()``) when the action started.
         quiet_s: how long without a change counts as settled.
         timeout_s: the most to wait; raises ``TimeoutError`` beyond it.
@@ -213,7 +229,7 @@ async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s
     deadline = time.monotonic() + timeout_s
     while True:
         state = await page.evaluate(STATE_JS)
-        if state["ready"] and state["mutations"] > since and state["now"] - state["last"] >= quiet_s * 1000:
+        if state["ready"] and state["runs"] > since and state["now"] - state["last"] >= quiet_s * 1000:
             return max(0.0, (state["last"] - t0_ms) / 1000)
         if time.monotonic() > deadline:
             raise TimeoutError(f"the page did not settle within {timeout_s:.0f} s")
@@ -236,7 +252,7 @@ async def timed(
     """Run ``do()`` on ``page`` and time it until the page has settled."""
     error = None
     try:
-        before = await page.evaluate("() => [performance.now(), window.__hvit.mutations]")
+        before = await page.evaluate(BEFORE_JS)
         await do()
         seconds = await settle(page, before[1], before[0], quiet_s, timeout_s)
         shown = await problems(page)
@@ -364,6 +380,7 @@ async def run_lesson(
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = await browser.new_context(viewport=VIEWPORT)
+            context.set_default_timeout(120_000)  # a click waits for a busy page, then counts as an error
             await context.add_init_script(OBSERVER_JS)
             return await lesson(context, base, quiet_s, short, log)
         finally:

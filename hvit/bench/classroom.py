@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvit.bench.browser import (
+    BEFORE_JS,
     CHROMIUM,
     CHROMIUM_ARGS,
     OBSERVER_JS,
@@ -149,7 +150,7 @@ async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: AN
     await epochs.fill("1")
     await epochs.press("Enter")
     for label in ("Training images per epoch", "Validation images"):
-        before = await page.evaluate("() => [performance.now(), window.__hvit.mutations]")
+        before = await page.evaluate(BEFORE_JS)
         await widget(page, "stSlider", label).get_by_role("slider").press("Home")
         await settle(page, before[1], before[0], quiet_s, timeout_s)
 
@@ -198,6 +199,7 @@ async def run_round(
     contexts = []  # [the long run's own], then one per student (at least three: the tiny trainers')
     for _ in range(1 + max(k, 3)):
         context = await browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(timeout_s * 1000)
         await context.add_init_script(OBSERVER_JS)
         contexts.append(context)
 
