@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import tempfile
 import uuid
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import common
 from hvit import demo
@@ -26,14 +28,20 @@ def _run() -> demo.LiveTraining | None:
     return st.session_state.get("train_run")
 
 
+def _session_id() -> str:
+    return get_script_run_ctx().session_id
+
+
 def _start() -> None:
-    """Start button: a new run owned by this browser session (any previous one is stopped)."""
+    """Start button: a new run owned by this browser session joins the server's queue (any previous
+    run of this session is stopped or leaves the queue)."""
+    queue = demo.training_queue()
     previous = _run()
-    if previous is not None and previous.running:
-        previous.stop()
+    if previous is not None and not previous.finished:
+        queue.cancel(previous)
     dataset = st.session_state["train_dataset"]
     if dataset == "zip":
-        dataset = st.session_state.get("train_zip_root")
+        dataset = st.session_state.get("train_zip_dataset")
     request = demo.TrainingRequest(
         dataset=dataset,
         preset=st.session_state["train_preset"],
@@ -46,15 +54,32 @@ def _start() -> None:
     )
     run = demo.LiveTraining(request)
     run.run_id = uuid.uuid4().hex[:12]
+    try:
+        queue.submit(run, _session_id())
+    except demo.TrainingQueueFull as err:
+        st.session_state["train_queue_error"] = str(err)
+        return
+    st.session_state.pop("train_queue_error", None)
     st.session_state["train_run"] = run
     st.session_state.pop("train_checkpoint", None)
-    run.start()
 
 
 def _stop() -> None:
     run = _run()
     if run is not None:
-        run.stop()
+        demo.training_queue().cancel(run)
+
+
+def _replace_upload(root: str | None) -> None:
+    """This session's extracted zip is now ``root``: the previous one is deleted (unless a run reads it)."""
+    previous = st.session_state.get("train_zip_root")
+    if previous is not None and previous != root:
+        demo.training_queue().release_upload(_session_id(), previous)
+    if root is None:
+        st.session_state.pop("train_zip_root", None)
+        st.session_state.pop("train_zip_dataset", None)
+    else:
+        st.session_state["train_zip_root"] = root
 
 
 def _use_model() -> None:
@@ -76,11 +101,11 @@ def _eta(seconds: float) -> str:
 
 st.title("Live training")
 st.caption(
-    "Train a small pyramid transformer on this computer and watch it learn. Training runs in the "
-    "background of this browser tab only: other tabs and other people are not affected."
+    "Train a small pyramid transformer on this computer and watch it learn. Runs from every browser tab "
+    "share one queue, first come first served, so each trains at full speed; closing the tab stops its run."
 )
 run = _run()
-busy = run is not None and run.running
+busy = run is not None and (run.running or run.waiting)
 
 with st.container(border=True):
     c = st.columns([2.2, 1.3, 1, 1, 1], gap="medium")
@@ -153,23 +178,27 @@ with st.container(border=True):
             help=f"At most {demo.MAX_ZIP_BYTES // 2**20} MiB; at least two class folders.",
         )
         if upload is None:
-            st.session_state.pop("train_zip_root", None)
+            _replace_upload(None)
+            st.session_state.pop("train_zip_digest", None)
             st.info("Upload a .zip with a train/ folder holding one folder of images per class.")
         else:
             data = upload.getvalue()
             digest = hashlib.sha256(data).hexdigest()
             if st.session_state.get("train_zip_digest") != digest:
-                st.session_state.pop("train_zip_root", None)
+                _replace_upload(None)
+                folder = tempfile.mkdtemp(prefix="hvit-zip-")
                 try:
-                    root = demo.extract_dataset_zip(data, tempfile.mkdtemp(prefix="hvit-zip-"))
+                    root = demo.extract_dataset_zip(data, folder)
                     classes = demo.folder_classes(root)
-                except (demo.DatasetZipError, FileNotFoundError, ValueError) as err:
+                    demo.training_queue().track_upload(_session_id(), folder)
+                except (demo.DatasetZipError, demo.TrainingQueueFull, FileNotFoundError, ValueError) as err:
+                    shutil.rmtree(folder, ignore_errors=True)
                     st.session_state["train_zip_digest"] = digest
                     st.session_state["train_zip_error"] = str(err)
                 else:
-                    st.session_state.update(
-                        train_zip_digest=digest, train_zip_root=str(root), train_zip_classes=classes
-                    )
+                    _replace_upload(folder)
+                    st.session_state.update(train_zip_digest=digest, train_zip_dataset=str(root))
+                    st.session_state["train_zip_classes"] = classes
                     st.session_state.pop("train_zip_error", None)
                 st.rerun()  # the Start button above depends on the result
             if st.session_state.get("train_zip_error"):
@@ -186,6 +215,9 @@ with st.container(border=True):
             "saying where to put the files; the shapes data set always works offline."
         )
 
+if st.session_state.get("train_queue_error"):
+    st.error(st.session_state["train_queue_error"], icon=":material/hourglass_disabled:")
+
 
 # ----- while it trains (redrawn every second) ---------------------------------------------------------
 
@@ -198,7 +230,17 @@ def live_view() -> None:
         )
         return
     request = run.request
-    if run.running:
+    if run.waiting:
+        queue = demo.training_queue()
+        place, wait = queue.position(run), queue.expected_wait(run)
+        ahead = "you are next" if place == 1 else f"{place - 1} run{'s' if place > 2 else ''} ahead of yours"
+        st.progress(
+            0.0,
+            text=f"Waiting for the training queue: place {place} ({ahead}) · expected wait "
+            f"{_eta(wait).removeprefix('about ').removesuffix(' left')} · the server trains "
+            f"{queue.max_jobs} run{'s' if queue.max_jobs > 1 else ''} at a time, each at full speed.",
+        )
+    elif run.running:
         p = run.progress()
         if run.phase == "preparing":
             st.progress(0.0, text="Preparing the data set and the model…")

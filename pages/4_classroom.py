@@ -148,274 +148,288 @@ views = common.attention_views(model, mkey, picked.image, picked.key)
 pred = common.prediction(model, mkey, picked.image, picked.key)
 image = views.images[0]
 mask = demo.mask_at(picked.mask, size) if picked.mask is not None else None
-text, figure = st.columns([1.15, 1.5], gap="large")
 
 
-def stage_and_query(
-    show_head: bool = False, show_stage: bool = True, show_query: bool = True
-) -> tuple[int, int | None, tuple[int, int]]:
-    """The step's controls: stage, head and query position (kept in the URL)."""
-    with text:
-        stage = 0
-        if show_stage:
-            stage = st.selectbox(
-                "Stage", range(views.num_stages), format_func=lambda s: f"stage {s + 1}", key="cls_stage"
-            )
-        head = None
-        if show_head:
-            head = common.head_selectbox(
-                views.num_heads(stage), key="cls_head", mean_label="mean of the heads"
-            )
-        if not show_query:
-            return (
-                stage,
-                head,
-                (st.session_state["cls_state"]["cls_qy"], st.session_state["cls_state"]["cls_qx"]),
-            )
-        c = st.columns(2)
-        qy = c[0].slider("Query row", 0, size - 1, key="cls_qy")
-        qx = c[1].slider("Query column", 0, size - 1, key="cls_qx")
-    return stage, head, (int(qy), int(qx))
+# The step's body is a fragment: its sliders, head choice and clicks on the image rerun only the step;
+# Back, Next, the step bar and the image rerun the page.
+@st.fragment
+def lesson_step() -> None:
+    text, figure = st.columns([1.15, 1.5], gap="large")
 
+    def stage_and_query(
+        show_head: bool = False, show_stage: bool = True, show_query: bool = True
+    ) -> tuple[int, int | None, tuple[int, int]]:
+        """The step's controls: stage, head and query position (kept in the URL)."""
+        with text:
+            stage = 0
+            if show_stage:
+                stage = st.selectbox(
+                    "Stage", range(views.num_stages), format_func=lambda s: f"stage {s + 1}", key="cls_stage"
+                )
+            head = None
+            if show_head:
+                head = common.head_selectbox(
+                    views.num_heads(stage), key="cls_head", mean_label="mean of the heads"
+                )
+            if not show_query:
+                return (
+                    stage,
+                    head,
+                    (st.session_state["cls_state"]["cls_qy"], st.session_state["cls_state"]["cls_qx"]),
+                )
+            c = st.columns(2)
+            qy = c[0].slider("Query row", 0, size - 1, key="cls_qy")
+            qx = c[1].slider("Query column", 0, size - 1, key="cls_qx")
+        return stage, head, (int(qy), int(qx))
 
-def _on_click() -> None:
-    points = st.session_state["cls_query_chart"].selection.get("points") or []
-    if points:
-        st.session_state["cls_qy"] = min(size - 1, max(0, int(round(points[0]["y"] + 0.5))))
-        st.session_state["cls_qx"] = min(size - 1, max(0, int(round(points[0]["x"] + 0.5))))
+    def _on_click() -> None:
+        points = st.session_state["cls_query_chart"].selection.get("points") or []
+        if points:
+            st.session_state["cls_qy"] = min(size - 1, max(0, int(round(points[0]["y"] + 0.5))))
+            st.session_state["cls_qx"] = min(size - 1, max(0, int(round(points[0]["x"] + 0.5))))
 
+    cfg = model.config
+    grids = [views.groups(s)[0].query_grid for s in range(views.num_stages)]
 
-cfg = model.config
-grids = [views.groups(s)[0].query_grid for s in range(views.num_stages)]
+    # ----- the steps --------------------------------------------------------------------------------------------
 
-# ----- the steps --------------------------------------------------------------------------------------------
-
-if step == 1:
-    grid, stride = grids[0], views.strides[0]
-    with text:
-        st.subheader("1 · Patches and tokens")
-        st.markdown(
-            f"A transformer does not see pixels. It cuts the {size}x{size} image into patches of "
-            f"{stride}x{stride} pixels and turns each patch into a **token**: a vector of "
-            f"{cfg.embed_dims[0]} numbers computed from the patch's "
-            f"{'stem features (see below)' if cfg.stem_channels else 'pixels'} by one learned linear map."
-        )
-        st.latex(r"N = \frac{H}{P}\cdot\frac{W}{P} = " + f"{grid[0]}\\cdot{grid[1]} = {grid[0] * grid[1]}")
-        st.latex(
-            r"\mathbf{x}_i = W_e\,\mathrm{patch}_i + \mathbf{b}\ \in \mathbb{R}^{"
-            + str(cfg.embed_dims[0])
-            + "}"
-        )
-        if cfg.overlap_patch_embed:
-            st.caption(
-                f"This model is a PVT v2: its patches overlap (kernel {2 * stride - 1}, stride {stride}), so "
-                "neighbouring tokens share a few pixels. The grid shows the stride."
-            )
-        if cfg.stem_channels:
-            st.caption(
-                f"Before cutting patches, this model runs a small **convolutional stem** over the whole image "
-                f"({cfg.stem_channels} learned 3x3 filters, then GroupNorm and ReLU), so each token is computed "
-                "from edge and colour features of its patch rather than from raw pixels. A tiny transformer "
-                "learns several times faster this way (Xiao et al., 2021)."
-            )
-        st.caption("Ask the class: what happens to the number of tokens if the image is twice as wide?")
-    with figure:
-        st.plotly_chart(demo.patch_grid_figure(image, grid, stride, height=420), key="cls_patches", **CHART)
-        st.caption(f"{grid[0] * grid[1]} tokens on a {grid[0]}x{grid[1]} grid: one cell per token.")
-
-elif step == 2:
-    with text:
-        st.subheader("2 · Stage-1 attention")
-        st.markdown(
-            "Every token asks a question (its **query**) and every token offers an answer (its **key**). "
-            "The softmax of their dot products says how much of each answer (its **value**) the query "
-            "takes. Click on the image (or move the sliders) to choose the query token."
-        )
-        st.latex(r"\mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V")
-    _, head, pixel = stage_and_query(show_head=True, show_stage=False)
-    heat = views.query_attention(0, -1, head, pixel=pixel)
-    with figure:
-        st.plotly_chart(
-            demo.query_figure(
-                image,
-                heat,
-                pixel,
-                grids[0],
-                views.strides[0],
-                title=f"Stage 1: where the query token looks ({'mean of the heads' if head is None else f'head {head + 1}'})",
-                height=440,
-                uniform=views.uniform_level(0, -1, head),
-            ),
-            key="cls_query_chart",
-            on_select=_on_click,
-            selection_mode="points",
-            **CHART,
-        )
-        st.caption(
-            "Bright: keys that receive most of this query's attention; 1 on the colour bar is uniform "
-            "attention (the query spreading evenly over every key). Each row of attention sums to 1."
-        )
-
-elif step == 3:
-    with text:
-        st.subheader("3 · Spatial reduction")
-        st.markdown(
-            "Comparing every token with every token costs $N^2$. PVT keeps all $N$ queries but builds the "
-            "keys and values from a grid **R times coarser** (a strided R x R convolution): each key "
-            "summarises an R x R block of tokens."
-        )
-        st.latex(r"K, V = \mathrm{LN}\big(\mathrm{Conv}_{R\times R,\ \mathrm{stride}\ R}(X)\big)\,W_{K,V}")
-        st.latex(r"\mathrm{cost} \propto N\cdot\frac{N}{R^2}\ \text{ instead of }\ N^2")
-    stage, _, _ = stage_and_query(show_query=False)
-    record = views.groups(stage)[0]
-    n = record.query_grid[0] * record.query_grid[1]
-    m = record.key_grid[0] * record.key_grid[1]
-    with text:
-        c = st.columns(3)
-        c[0].metric("Queries N", f"{n:,}")
-        c[1].metric("Keys", f"{m:,}")
-        c[2].metric("Pairs saved", f"{1 - m / n:.0%}" if n else "–")
-        if m == 1:
-            st.warning(
-                "A single key: every query attends to the same summary of the whole grid (global pooling)."
-            )
-    with figure:
-        st.plotly_chart(
-            figures.footprint_figure(
-                image,
-                views.footprint(stage, -1, 0),
-                key_grid=record.key_grid,
-                title=f"Stage {stage + 1}: the {record.key_grid[0]}x{record.key_grid[1]} key grid over the image",
-            ),
-            key="cls_footprint",
-            **CHART,
-        )
-        st.caption("Each coloured block is one key: the tokens (and pixels) it summarises.")
-
-elif step == 4:
-    with text:
-        st.subheader("4 · Downsampling into the pyramid")
-        st.markdown(
-            "Between stages, a strided patch embedding merges each 2x2 block of tokens into one, with more "
-            "channels. The grid shrinks, the tokens get richer, and a query at a deeper stage covers more "
-            "of the image: the same pyramid a CNN builds."
-        )
-        st.latex(r"H_{s+1}=\frac{H_s}{2},\qquad C_{s+1}>C_s")
-        st.latex(r"\to".join(f"{g[0]}^2" for g in grids) + r"\ \text{tokens}")
-    _, _, pixel = stage_and_query(show_stage=False)
-    with figure:
-        report = common.complexity_report(model, mkey)
-        st.plotly_chart(demo.pyramid_figure(report, height=330), key="cls_pyramid", **CHART)
-    # full width below: four stages, two by two, each panel large enough to read
-    maps = views.stage_maps(kind="query", pixel=pixel)
-    st.plotly_chart(
-        figures.stage_panels_figure(
-            image,
-            maps,
-            cols=2 if len(maps) == 4 else min(3, len(maps)),
-            panel_height=280,
-            opacity_slider=False,
-            title="The same query's attention at every stage (mean of the heads)",
-            uniform=[views.uniform_level(s) for s in range(len(maps))],
-        ),
-        key="cls_stages",
-        **CHART,
-    )
-
-elif step == 5:
-    rollout = common.rollout_maps(model, mkey, picked.image, picked.key)
-    with text:
-        st.subheader("5 · How the class is decided")
-        st.markdown(
-            "The last stage's tokens are averaged into one vector; a linear layer turns it into one score "
-            "per class, and the softmax turns scores into probabilities. **Attention rollout** follows the "
-            "attention back through every stage to show which input tokens that average draws from."
-        )
-        st.latex(
-            r"p = \mathrm{softmax}\Big(W\,\tfrac{1}{N_4}\textstyle\sum_i \mathbf{x}^{(4)}_i + \mathbf{b}\Big)"
-        )
-        st.plotly_chart(demo.prediction_figure(pred, height=220), key="cls_pred", **CHART)
-        common.domain_note(in_use, picked)
-        if picked.label:
-            verdict = "right" if picked.label == pred.labels[0] else "wrong"
-            st.caption(f"The true class is **{picked.label}**: the model is {verdict}.")
-    with figure:
-        st.plotly_chart(
-            figures.overlay_figure(
-                image,
-                rollout[-1],
-                opacity=0.6,
-                title="Attention rollout of the prediction (all stages)",
-                height=440,
-                uniform=views.rollout_uniform_level,
-            ),
-            key="cls_rollout",
-            **CHART,
-        )
-        if mask is not None:
-            score = demo.map_scores({"rollout": rollout[-1]}, mask)[0]
-            st.caption(
-                f"Mask mass: {score['mask mass']:.0%} of the rollout lies on the shape (chance: {score['chance']:.0%})."
-            )
-
-elif step == 6:
-    settings = dataclasses.astuple(AttributionSettings())
-    target = pred.class_index[0]
-    with st.spinner("Computing integrated gradients and checking them against a randomised model…"):
-        ig = common.attribution(
-            model, mkey, picked.image, picked.key, "integrated_gradients", target, -1, settings
-        )
-        random_maps, corr = common.randomisation(
-            model,
-            mkey,
-            picked.image,
-            picked.key,
-            {"integrated_gradients": ig["map"]},
-            ("integrated_gradients",),
-            target,
-            -1,
-            settings,
-        )
-    with text:
-        st.subheader("6 · Reading an attribution, and when not to trust it")
-        st.markdown(
-            "**Integrated gradients** add up, pixel by pixel, how the class score changes on the way from a "
-            "blank image to this one. Red pixels raise the score, blue ones lower it. The pieces add up "
-            "to the whole change (completeness):"
-        )
-        st.latex(r"\mathrm{IG}_i=(x_i-x'_i)\int_0^1\frac{\partial f(x'+\alpha(x-x'))}{\partial x_i}\,d\alpha")
-        st.latex(r"\textstyle\sum_i \mathrm{IG}_i(x) = f(x) - f(x')")
-        rho = corr["integrated_gradients"]
-        st.markdown(
-            f"**Do not trust a map blindly.** Re-initialise every weight and compute it again: here the two "
-            f"maps have rank correlation **{rho:.2f}**. "
-            + (
-                "That is low: the map depends on what the model learned."
-                if rho < 0.5
-                else "That is high: the map mostly shows the image itself, not the model."
-            )
-        )
-        if mask is not None:
-            score = demo.map_scores({"IG": ig["map"]}, mask)[0]
+    if step == 1:
+        grid, stride = grids[0], views.strides[0]
+        with text:
+            st.subheader("1 · Patches and tokens")
             st.markdown(
-                f"Against the true shape: pointing game **{score['pointing game']:.0f}**, mask mass "
-                f"**{score['mask mass']:.0%}** (chance {score['chance']:.0%})."
+                f"A transformer does not see pixels. It cuts the {size}x{size} image into patches of "
+                f"{stride}x{stride} pixels and turns each patch into a **token**: a vector of "
+                f"{cfg.embed_dims[0]} numbers computed from the patch's "
+                f"{'stem features (see below)' if cfg.stem_channels else 'pixels'} by one learned linear map."
             )
-    with figure:
-        fig = figures.twin_figure(
-            image,
-            {"Integrated gradients": (ig["map"], random_maps["integrated_gradients"])},
-            {"Integrated gradients": True},
-            labels=("trained", "random weights"),
-            panel_height=280,
-            cols=1,  # one under the other: side by side, the column would make each too narrow
-        )
-        st.plotly_chart(fig, key="cls_ig", **CHART)
-        st.caption(
-            f"Class explained: {pred.labels[0]}. Both panels share one colour scale centred on zero, so "
-            "what changes between them is the map, not the scale."
+            st.latex(
+                r"N = \frac{H}{P}\cdot\frac{W}{P} = " + f"{grid[0]}\\cdot{grid[1]} = {grid[0] * grid[1]}"
+            )
+            st.latex(
+                r"\mathbf{x}_i = W_e\,\mathrm{patch}_i + \mathbf{b}\ \in \mathbb{R}^{"
+                + str(cfg.embed_dims[0])
+                + "}"
+            )
+            if cfg.overlap_patch_embed:
+                st.caption(
+                    f"This model is a PVT v2: its patches overlap (kernel {2 * stride - 1}, stride {stride}), so "
+                    "neighbouring tokens share a few pixels. The grid shows the stride."
+                )
+            if cfg.stem_channels:
+                st.caption(
+                    f"Before cutting patches, this model runs a small **convolutional stem** over the whole image "
+                    f"({cfg.stem_channels} learned 3x3 filters, then GroupNorm and ReLU), so each token is computed "
+                    "from edge and colour features of its patch rather than from raw pixels. A tiny transformer "
+                    "learns several times faster this way (Xiao et al., 2021)."
+                )
+            st.caption("Ask the class: what happens to the number of tokens if the image is twice as wide?")
+        with figure:
+            st.plotly_chart(
+                demo.patch_grid_figure(image, grid, stride, height=420), key="cls_patches", **CHART
+            )
+            st.caption(f"{grid[0] * grid[1]} tokens on a {grid[0]}x{grid[1]} grid: one cell per token.")
+
+    elif step == 2:
+        with text:
+            st.subheader("2 · Stage-1 attention")
+            st.markdown(
+                "Every token asks a question (its **query**) and every token offers an answer (its **key**). "
+                "The softmax of their dot products says how much of each answer (its **value**) the query "
+                "takes. Click on the image (or move the sliders) to choose the query token."
+            )
+            st.latex(r"\mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V")
+        _, head, pixel = stage_and_query(show_head=True, show_stage=False)
+        heat = views.query_attention(0, -1, head, pixel=pixel)
+        with figure:
+            st.plotly_chart(
+                demo.query_figure(
+                    image,
+                    heat,
+                    pixel,
+                    grids[0],
+                    views.strides[0],
+                    title=f"Stage 1: where the query token looks ({'mean of the heads' if head is None else f'head {head + 1}'})",
+                    height=440,
+                    uniform=views.uniform_level(0, -1, head),
+                ),
+                key="cls_query_chart",
+                on_select=_on_click,
+                selection_mode="points",
+                **CHART,
+            )
+            st.caption(
+                "Bright: keys that receive most of this query's attention; 1 on the colour bar is uniform "
+                "attention (the query spreading evenly over every key). Each row of attention sums to 1."
+            )
+
+    elif step == 3:
+        with text:
+            st.subheader("3 · Spatial reduction")
+            st.markdown(
+                "Comparing every token with every token costs $N^2$. PVT keeps all $N$ queries but builds the "
+                "keys and values from a grid **R times coarser** (a strided R x R convolution): each key "
+                "summarises an R x R block of tokens."
+            )
+            st.latex(
+                r"K, V = \mathrm{LN}\big(\mathrm{Conv}_{R\times R,\ \mathrm{stride}\ R}(X)\big)\,W_{K,V}"
+            )
+            st.latex(r"\mathrm{cost} \propto N\cdot\frac{N}{R^2}\ \text{ instead of }\ N^2")
+        stage, _, _ = stage_and_query(show_query=False)
+        record = views.groups(stage)[0]
+        n = record.query_grid[0] * record.query_grid[1]
+        m = record.key_grid[0] * record.key_grid[1]
+        with text:
+            c = st.columns(3)
+            c[0].metric("Queries N", f"{n:,}")
+            c[1].metric("Keys", f"{m:,}")
+            c[2].metric("Pairs saved", f"{1 - m / n:.0%}" if n else "–")
+            if m == 1:
+                st.warning(
+                    "A single key: every query attends to the same summary of the whole grid (global pooling)."
+                )
+        with figure:
+            st.plotly_chart(
+                figures.footprint_figure(
+                    image,
+                    views.footprint(stage, -1, 0),
+                    key_grid=record.key_grid,
+                    title=f"Stage {stage + 1}: the {record.key_grid[0]}x{record.key_grid[1]} key grid over the image",
+                ),
+                key="cls_footprint",
+                **CHART,
+            )
+            st.caption("Each coloured block is one key: the tokens (and pixels) it summarises.")
+
+    elif step == 4:
+        with text:
+            st.subheader("4 · Downsampling into the pyramid")
+            st.markdown(
+                "Between stages, a strided patch embedding merges each 2x2 block of tokens into one, with more "
+                "channels. The grid shrinks, the tokens get richer, and a query at a deeper stage covers more "
+                "of the image: the same pyramid a CNN builds."
+            )
+            st.latex(r"H_{s+1}=\frac{H_s}{2},\qquad C_{s+1}>C_s")
+            st.latex(r"\to".join(f"{g[0]}^2" for g in grids) + r"\ \text{tokens}")
+        _, _, pixel = stage_and_query(show_stage=False)
+        with figure:
+            report = common.complexity_report(model, mkey)
+            st.plotly_chart(demo.pyramid_figure(report, height=330), key="cls_pyramid", **CHART)
+        # full width below: four stages, two by two, each panel large enough to read
+        maps = views.stage_maps(kind="query", pixel=pixel)
+        st.plotly_chart(
+            figures.stage_panels_figure(
+                image,
+                maps,
+                cols=2 if len(maps) == 4 else min(3, len(maps)),
+                panel_height=280,
+                opacity_slider=False,
+                title="The same query's attention at every stage (mean of the heads)",
+                uniform=[views.uniform_level(s) for s in range(len(maps))],
+            ),
+            key="cls_stages",
+            **CHART,
         )
 
-st.session_state["cls_state"].update({k: st.session_state[k] for k in KEYS if k in st.session_state})
-_to_url()
-st.caption(f"Step {step} of {len(STEPS)} · this view's link: copy the address bar to reopen it.")
+    elif step == 5:
+        rollout = common.rollout_maps(model, mkey, picked.image, picked.key)
+        with text:
+            st.subheader("5 · How the class is decided")
+            st.markdown(
+                "The last stage's tokens are averaged into one vector; a linear layer turns it into one score "
+                "per class, and the softmax turns scores into probabilities. **Attention rollout** follows the "
+                "attention back through every stage to show which input tokens that average draws from."
+            )
+            st.latex(
+                r"p = \mathrm{softmax}\Big(W\,\tfrac{1}{N_4}\textstyle\sum_i \mathbf{x}^{(4)}_i + \mathbf{b}\Big)"
+            )
+            st.plotly_chart(demo.prediction_figure(pred, height=220), key="cls_pred", **CHART)
+            common.domain_note(in_use, picked)
+            if picked.label:
+                verdict = "right" if picked.label == pred.labels[0] else "wrong"
+                st.caption(f"The true class is **{picked.label}**: the model is {verdict}.")
+        with figure:
+            st.plotly_chart(
+                figures.overlay_figure(
+                    image,
+                    rollout[-1],
+                    opacity=0.6,
+                    title="Attention rollout of the prediction (all stages)",
+                    height=440,
+                    uniform=views.rollout_uniform_level,
+                ),
+                key="cls_rollout",
+                **CHART,
+            )
+            if mask is not None:
+                score = demo.map_scores({"rollout": rollout[-1]}, mask)[0]
+                st.caption(
+                    f"Mask mass: {score['mask mass']:.0%} of the rollout lies on the shape (chance: {score['chance']:.0%})."
+                )
+
+    elif step == 6:
+        settings = dataclasses.astuple(AttributionSettings())
+        target = pred.class_index[0]
+        with st.spinner("Computing integrated gradients and checking them against a randomised model…"):
+            ig = common.attribution(
+                model, mkey, picked.image, picked.key, "integrated_gradients", target, -1, settings
+            )
+            random_maps, corr = common.randomisation(
+                model,
+                mkey,
+                picked.image,
+                picked.key,
+                {"integrated_gradients": ig["map"]},
+                ("integrated_gradients",),
+                target,
+                -1,
+                settings,
+            )
+        with text:
+            st.subheader("6 · Reading an attribution, and when not to trust it")
+            st.markdown(
+                "**Integrated gradients** add up, pixel by pixel, how the class score changes on the way from a "
+                "blank image to this one. Red pixels raise the score, blue ones lower it. The pieces add up "
+                "to the whole change (completeness):"
+            )
+            st.latex(
+                r"\mathrm{IG}_i=(x_i-x'_i)\int_0^1\frac{\partial f(x'+\alpha(x-x'))}{\partial x_i}\,d\alpha"
+            )
+            st.latex(r"\textstyle\sum_i \mathrm{IG}_i(x) = f(x) - f(x')")
+            rho = corr["integrated_gradients"]
+            st.markdown(
+                f"**Do not trust a map blindly.** Re-initialise every weight and compute it again: here the two "
+                f"maps have rank correlation **{rho:.2f}**. "
+                + (
+                    "That is low: the map depends on what the model learned."
+                    if rho < 0.5
+                    else "That is high: the map mostly shows the image itself, not the model."
+                )
+            )
+            if mask is not None:
+                score = demo.map_scores({"IG": ig["map"]}, mask)[0]
+                st.markdown(
+                    f"Against the true shape: pointing game **{score['pointing game']:.0f}**, mask mass "
+                    f"**{score['mask mass']:.0%}** (chance {score['chance']:.0%})."
+                )
+        with figure:
+            fig = figures.twin_figure(
+                image,
+                {"Integrated gradients": (ig["map"], random_maps["integrated_gradients"])},
+                {"Integrated gradients": True},
+                labels=("trained", "random weights"),
+                panel_height=280,
+                cols=1,  # one under the other: side by side, the column would make each too narrow
+            )
+            st.plotly_chart(fig, key="cls_ig", **CHART)
+            st.caption(
+                f"Class explained: {pred.labels[0]}. Both panels share one colour scale centred on zero, so "
+                "what changes between them is the map, not the scale."
+            )
+
+    st.session_state["cls_state"].update({k: st.session_state[k] for k in KEYS if k in st.session_state})
+    _to_url()
+    st.caption(f"Step {step} of {len(STEPS)} · this view's link: copy the address bar to reopen it.")
+
+
+lesson_step()

@@ -33,8 +33,13 @@ PARTS = {
 }
 # Imports the library makes only inside a function, for a feature that needs an extra (documented where
 # they are made). Anything else under hvit/ must be a runtime dependency.
-LAZY_OPTIONAL = {("hvit/bench/app.py", "streamlit"): "app"}  # `python -m hvit.bench app` times the app
-DEV_ONLY = {"pytest", "ruff", "playwright", "gradio-client", "scipy"}
+LAZY_OPTIONAL = {
+    ("hvit/bench/app.py", "streamlit"): "app",  # `python -m hvit.bench app` times the app
+    ("hvit/demo/training_queue.py", "streamlit"): "app",  # asks Streamlit whether a job's tab is open
+    ("hvit/bench/browser.py", "playwright"): "dev",  # `python -m hvit.bench browser` drives Chromium
+    ("hvit/bench/classroom.py", "playwright"): "dev",  # `python -m hvit.bench classroom` likewise
+}
+DEV_ONLY = {"pytest", "ruff", "playwright", "gradio-client"}
 
 
 def _normalise(name: str) -> str:

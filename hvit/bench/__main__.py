@@ -1,4 +1,4 @@
-"""``python -m hvit.bench <model|train|explain|app> [options]``: dispatch to one benchmark."""
+"""``python -m hvit.bench <model|train|explain|app|browser|classroom> [options]``: dispatch to one benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ BENCHES = {
     "train": "hvit.bench.train",
     "explain": "hvit.bench.explain",
     "app": "hvit.bench.app",
+    "browser": "hvit.bench.browser",
+    "classroom": "hvit.bench.classroom",
 }
 
 

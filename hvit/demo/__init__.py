@@ -9,6 +9,7 @@ and every rule (which model is the default, which images and zips are accepted) 
 - `hvit.demo.architecture`: the architecture explorer's figures (attention cost, the token pyramid).
 - `hvit.demo.zip_upload`: a user's data set uploaded as a zip, checked and unpacked safely.
 - `hvit.demo.live_training`: a trainer in a background thread, its curves and confusion matrix.
+- `hvit.demo.training_queue`: one queue of training runs for the whole server, within a budget.
 - `hvit.demo.inspection`: attention and attribution views, scores against a mask, sanity checks.
 
 Everything public is also importable from ``hvit.demo`` itself.
@@ -70,6 +71,7 @@ from hvit.demo.live_training import (
     snapshot_figure,
     training_curves_figure,
 )
+from hvit.demo.training_queue import TrainingQueue, TrainingQueueFull, training_queue
 from hvit.demo.zip_upload import (
     MAX_COMPRESSION_RATIO,
     MAX_UNZIPPED_BYTES,
@@ -102,6 +104,8 @@ __all__ = [
     "SHAPES_IMAGE",
     "SHIPPED",
     "TRAINING_PRESETS",
+    "TrainingQueue",
+    "TrainingQueueFull",
     "TrainingRequest",
     "UnpackedDataset",
     "attention_cost",
@@ -135,5 +139,6 @@ __all__ = [
     "shipped_checkpoint",
     "snapshot_figure",
     "training_curves_figure",
+    "training_queue",
     "unpack_dataset_zip",
 ]

@@ -56,7 +56,8 @@ class LiveTraining:
 
     Attributes:
         request: the `TrainingRequest`.
-        phase: "ready", "preparing", "running", "completed", "stopped" or "failed".
+        phase: "ready", "queued" (waiting for a `TrainingQueue` slot), "preparing", "running",
+            "completed", "stopped" or "failed".
         message: what happened, in words (why it failed, where it stopped).
         model: the model being trained (ready to use once the run has ended).
         class_names: the data set's classes.
@@ -102,17 +103,32 @@ class LiveTraining:
     def finished(self) -> bool:
         return self.phase in ("completed", "stopped", "failed")
 
-    def start(self) -> None:
-        """Start training in a daemon thread (returns at once)."""
+    @property
+    def waiting(self) -> bool:
+        """Queued, not started yet."""
+        return self.phase == "queued"
+
+    def start(self, num_threads: int | None = None) -> None:
+        """Start training in a daemon thread (returns at once).
+
+        Args:
+            num_threads: torch threads of this run (``torch.set_num_threads`` in its own thread: with
+                torch's OpenMP build this sets that thread's team only, see `hvit.demo.training_queue`);
+                ``None`` keeps the process's setting.
+        """
         import threading
 
         self.phase = "preparing"
-        self._thread = threading.Thread(target=self._run, name="hvit-live-training", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(num_threads,), name="hvit-live-training", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the run to stop after the current batch (thread-safe)."""
+        """Ask the run to stop after the current batch (thread-safe); a run not started yet ends here."""
         self._stop.set()
+        if self.phase in ("ready", "queued"):
+            self.phase, self.message = "stopped", "stopped before it started"
         if self.trainer is not None:
             self.trainer.request_stop()
 
@@ -187,9 +203,11 @@ class LiveTraining:
                 train = Subset(train, torch.randperm(len(train), generator=g)[: r.train_images].tolist())
         return model, classes, train, val
 
-    def _run(self) -> None:
+    def _run(self, num_threads: int | None = None) -> None:
         from hvit.train import HViTTrainer, TrainConfig
 
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         try:
             model, classes, train, val = self._prepare()
             self.model, self.class_names, self._val = model, classes, val

@@ -198,18 +198,6 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = True) -> torch.T
     return torch.tensor(out)
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of a 1-D array, ties sharing their average rank (scipy's ``rankdata`` default)."""
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    # Start of each run of equal values; a run from i to j-1 (0-based) gets the mean rank (i + 1 + j) / 2.
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)
-    return ranks
-
-
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every parameter re-initialised (the model-randomisation test).
 

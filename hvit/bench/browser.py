@@ -1,0 +1,416 @@
+"""Latency of the classroom app where people feel it: in a real browser, from click to settled page.
+
+    python -m hvit.bench browser [--quiet-s 0.4] [--short]
+
+Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium (headless,
+through Playwright with ``executable_path``) through a scripted lesson:
+
+- every page's first load, each in a new browser session (the first one also pays for the server's
+  imports and the model load);
+- the attention page: another sample, a click on the image, another stage, another head, one
+  attribution (another class explained);
+- every step of the classroom walkthrough (Next, five times);
+- the architecture explorer: another preset, then one parameter (the image size, one step up).
+
+Each action is timed from the click to the page's last change once it has settled: a script run has
+followed the action and ended (the app's script state back to "notRunning", no running indicator), no
+stale element left, no loading skeleton, and no change to the page for ``--quiet-s`` seconds (the
+figures drawn). A MutationObserver in the page records
+when the page last changed, so the quiet wait itself is not counted. It prints one row per action, with
+the 1-minute load average when it ran (the machine may be shared: read the figures with it), and last
+one line: ``browser: first load max X s, interaction median Y s, p95 Z s, errors N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("HVIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--no-first-run",
+    "--metrics-recording-only",
+]
+VIEWPORT = {"width": 1366, "height": 768}
+PAGES = {"home": "/", "architecture": "/architecture", "training": "/training"}
+PAGES |= {"attention": "/attention", "classroom": "/classroom?step=1"}
+PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+# Installed before any page script. It counts the script runs the page has seen (the app root's
+# ``data-test-script-state`` leaving "notRunning": a rerun was requested or runs, fragments included;
+# Streamlit's running indicator is hidden by ``toolbarMode = "minimal"``) and remembers when the app's
+# content (the main area or the sidebar) last changed (performance.now(), ms since the navigation).
+OBSERVER_JS = """(() => {
+    window.__hvit = {runs: 0, running: false, last: performance.now()};
+    new MutationObserver((records) => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        const state = app ? app.getAttribute('data-test-script-state') : 'initial';
+        const running = state !== 'notRunning' && state !== 'initial';
+        if (running && !window.__hvit.running) window.__hvit.runs += 1;
+        window.__hvit.running = running;
+        for (const r of records) {
+            const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+            if (el && el.closest('[data-testid="stMain"], [data-testid="stSidebar"]')) {
+                window.__hvit.last = performance.now();
+                break;
+            }
+        }
+    }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+})()"""
+STATE_JS = """() => ({
+    ready: !!document.querySelector('[data-testid="stMain"] h1')
+        && !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+        && !document.querySelector('[data-testid="stStatusWidget"]')
+        && !document.querySelector('[data-stale="true"]')
+        && !document.querySelector('[data-testid="stSkeleton"]'),
+    runs: window.__hvit ? window.__hvit.runs : 0,
+    last: window.__hvit ? window.__hvit.last : 0,
+    now: performance.now(),
+})"""
+BEFORE_JS = "() => [performance.now(), window.__hvit.runs]"
+
+
+@dataclass
+class Step:
+    """One timed action.
+
+    Attributes:
+        page: the page it happened on.
+        action: what was done ("first load", "Next → step 3", ...).
+        seconds: from the action to the page's last change once settled (NaN when it failed).
+        load: the 1-minute load average when it ended.
+        error: what went wrong (an error shown on the page, a timeout), or ``None``.
+    """
+
+    page: str
+    action: str
+    seconds: float
+    load: float
+    error: str | None = None
+
+    @property
+    def first_load(self) -> bool:
+        return self.action == "first load"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by the nearest-rank method (NaN for no values).
+
+    Nearest rank, not interpolation: with a dozen clicks the p95 is then a click that happened.
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def summary_line(steps: Sequence[Step]) -> str:
+    """``browser: first load max X s, interaction median Y s, p95 Z s, errors N``."""
+    loads = [s.seconds for s in steps if s.first_load and s.error is None]
+    clicks = [s.seconds for s in steps if not s.first_load and s.error is None]
+    errors = sum(s.error is not None for s in steps)
+    first = max(loads) if loads else math.nan
+    median = statistics.median(clicks) if clicks else math.nan
+    return (
+        f"browser: first load max {first:.2f} s, interaction median {median:.2f} s, "
+        f"p95 {percentile(clicks, 95):.2f} s, errors {errors}"
+    )
+
+
+def format_table(steps: Sequence[Step]) -> str:
+    """One row per action: page, action, seconds, load average, error (if any)."""
+    lines = [f"{'page':<13} {'action':<34} {'seconds':>8} {'load 1m':>8}  error"]
+    for s in steps:
+        seconds = "-" if math.isnan(s.seconds) else f"{s.seconds:.2f}"
+        lines.append(f"{s.page:<13} {s.action:<34} {seconds:>8} {s.load:>8.2f}  {s.error or ''}")
+    return "\n".join(lines)
+
+
+# ----- the server ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def app_server(
+    env: dict[str, str] | None = None, log: Path | None = None, timeout_s: float = 180.0
+) -> Iterator[str]:
+    """Run ``streamlit run app/main.py`` on a free loopback port; yields its URL and stops it after.
+
+    Args:
+        env: extra environment variables for the server (e.g. the training queue's settings).
+        log: where the server's output goes (a temporary file when ``None``).
+        timeout_s: how long to wait for the health check.
+    """
+    port = free_port()
+    log = log or Path(tempfile.mkstemp(prefix="hvit-streamlit-", suffix=".log")[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/main.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.read().strip() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start within {timeout_s:.0f} s; see {log}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# ----- timing one action -----------------------------------------------------------------------------------
+
+
+async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001 - a Playwright page
+    """Wait until a script run has followed the action and the page has settled; seconds from ``t0_ms``.
+
+    Args:
+        page: the Playwright page.
+        since: the page's count of script runs before the action (settled only after another one: a
+            hover label drawn by the mouse is a change, not an answer).
+        t0_ms: the page's clock (``performance.now()``) when the action started.
+        quiet_s: how long without a change counts as settled.
+        timeout_s: the most to wait; raises ``TimeoutError`` beyond it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = await page.evaluate(STATE_JS)
+        if state["ready"] and state["runs"] > since and state["now"] - state["last"] >= quiet_s * 1000:
+            return max(0.0, (state["last"] - t0_ms) / 1000)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page did not settle within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def problems(page) -> list[str]:  # noqa: ANN001
+    """Error messages and exceptions shown on the page."""
+    return [(await e.inner_text())[:200].replace("\n", " ") for e in await page.query_selector_all(PROBLEMS)]
+
+
+async def timed(
+    page,
+    name: str,
+    action: str,
+    do: Callable[[], Awaitable[object]],
+    quiet_s: float,
+    timeout_s: float = 120.0,
+) -> Step:  # noqa: ANN001
+    """Run ``do()`` on ``page`` and time it until the page has settled."""
+    error = None
+    try:
+        before = await page.evaluate(BEFORE_JS)
+        await do()
+        seconds = await settle(page, before[1], before[0], quiet_s, timeout_s)
+        shown = await problems(page)
+        if shown:
+            error = shown[0]
+    except Exception as err:  # a failed step is a row with its reason, and the lesson goes on
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    return Step(name, action, seconds, os.getloadavg()[0], error)
+
+
+async def first_load(context, base: str, name: str, quiet_s: float, timeout_s: float = 180.0) -> tuple:  # noqa: ANN001
+    """Open page ``name`` in a new tab of ``context``; returns the tab and its `Step`."""
+    page = await context.new_page()
+    error = None
+    try:
+        await page.goto(base + PAGES[name], wait_until="commit")
+        seconds = await settle(page, 0, 0.0, quiet_s, timeout_s)  # page clock: 0 = navigation start
+        shown = await problems(page)
+        error = shown[0] if shown else None
+    except Exception as err:
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    return page, Step(name, "first load", seconds, os.getloadavg()[0], error)
+
+
+# ----- widgets -------------------------------------------------------------------------------------------------
+
+
+def widget(page, testid: str, label: str):  # noqa: ANN001, ANN201
+    """The first widget of a kind (``stSelectbox``, ``stNumberInput``, ...) with this exact label."""
+    return page.locator(f'[data-testid="{testid}"]').filter(has=page.get_by_text(label, exact=True)).first
+
+
+async def choose(page, label: str, option: int) -> None:  # noqa: ANN001
+    """Pick option ``option`` (0-based) of the selectbox labelled ``label``."""
+    await widget(page, "stSelectbox", label).get_by_role("combobox").click()
+    # no_wait_after: the click starts a rerun, not a navigation; Playwright need not wait for one.
+    await page.get_by_role("option").nth(option).click(no_wait_after=True)
+
+
+async def click_button(page, name: str) -> None:  # noqa: ANN001
+    await page.get_by_role("button", name=name).first.click()
+
+
+async def click_chart(page, index: int, fx: float, fy: float) -> None:  # noqa: ANN001
+    """Click at a fraction (``fx``, ``fy``) of the plot area of the ``index``-th Plotly chart."""
+    area = page.locator('[data-testid="stPlotlyChart"]').nth(index).locator(".nsewdrag").first
+    box = await area.bounding_box()
+    await page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+# ----- the lesson -------------------------------------------------------------------------------------------------
+
+
+async def lesson(
+    context, base: str, quiet_s: float, short: bool = False, log: Callable[[Step], None] | None = None
+) -> list[Step]:  # noqa: ANN001
+    """The scripted lesson in one browser context; returns every timed `Step`.
+
+    Args:
+        context: a Playwright browser context (one user).
+        base: the app's URL.
+        quiet_s: see `settle`.
+        short: only the home page's first load, the attention page's first load and one click, and
+            one Next in the walkthrough (for a quick end-to-end test).
+        log: called with each step as it ends (to print progress).
+    """
+    steps: list[Step] = []
+
+    def add(step: Step) -> None:
+        steps.append(step)
+        if log is not None:
+            log(step)
+
+    async def act(page, name: str, action: str, do: Callable[[], Awaitable[object]]) -> None:  # noqa: ANN001
+        add(await timed(page, name, action, do, quiet_s))
+
+    pages = {}
+    for name in ("home", "attention", "classroom") if short else PAGES:
+        page, step = await first_load(context, base, name, quiet_s)
+        pages[name] = page
+        add(step)
+        if name == "home" and not short:
+            await page.close()  # only the home page is left alone
+
+    att = pages["attention"]
+    if not short:
+        await act(att, "attention", "another sample", lambda: choose(att, "Sample", 1))
+    await act(att, "attention", "click on the image", lambda: click_chart(att, 0, 0.2, 0.25))
+    if not short:
+        await act(att, "attention", "another stage", lambda: choose(att, "Stage", 1))
+        await act(att, "attention", "another head", lambda: choose(att, "Head", 1))
+
+        async def attribution() -> None:
+            await choose(att, "Explain the class", 2)  # inside a form: no rerun until submitted
+            await click_button(att, "Compute attributions")
+
+        await act(att, "attention", "attribution (another class)", attribution)
+
+    cls = pages["classroom"]
+    for target in range(2, 3 if short else 7):
+        await act(cls, "classroom", f"Next → step {target}", lambda: click_button(cls, "Next"))
+
+    if not short:
+        arch = pages["architecture"]
+        await act(arch, "architecture", "another preset", lambda: choose(arch, "Start from a preset", 2))
+        step_up = widget(arch, "stNumberInput", "Image size (px)").locator(
+            '[data-testid="stNumberInputStepUp"]'
+        )
+        await act(arch, "architecture", "image size one step up", step_up.click)
+    for page in pages.values():
+        if not page.is_closed():
+            await page.close()
+    return steps
+
+
+async def run_lesson(
+    base: str, quiet_s: float, short: bool = False, log: Callable[[Step], None] | None = None
+) -> list[Step]:
+    """Launch Chromium and run `lesson` in one fresh context."""
+    from playwright.async_api import async_playwright
+
+    if not Path(CHROMIUM).is_file():
+        raise FileNotFoundError(f"no Chromium at {CHROMIUM}: install it (apt-get install chromium)")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = await browser.new_context(viewport=VIEWPORT)
+            context.set_default_timeout(120_000)  # a click waits for a busy page, then counts as an error
+            await context.add_init_script(OBSERVER_JS)
+            return await lesson(context, base, quiet_s, short, log)
+        finally:
+            await browser.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hvit.bench browser", description=__doc__.split("\n")[0])
+    parser.add_argument("--quiet-s", type=float, default=0.4, help="no change for this long = settled")
+    parser.add_argument("--short", action="store_true", help="a very short lesson (an end-to-end check)")
+    args = parser.parse_args(argv)
+
+    print(
+        f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)"
+    )
+    with app_server() as url:
+        steps = asyncio.run(
+            run_lesson(
+                url,
+                args.quiet_s,
+                args.short,
+                log=lambda s: print(format_table([s]).splitlines()[1], flush=True),
+            )
+        )
+    print()
+    print(format_table(steps))
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(summary_line(steps))
+    return 0 if all(s.error is None for s in steps) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""A class on one machine: K browser sessions click through the lesson while some of them train.
+
+    python -m hvit.bench classroom [--k 2,4,8] [--timeout-s 60]
+
+Starts the app once (loopback only) and, for each K in ``--k``, opens K concurrent browser sessions
+(Playwright contexts of one headless Chromium). Every session opens the classroom walkthrough and
+clicks Next through its six steps, then opens the attention page and clicks on the image. At the same
+time four sessions also use the training page:
+
+- the first starts a long run (the page's default settings) and closes its tab once the others have
+  joined the queue: its run must stop, and the next run must start within seconds;
+- the next three start tiny runs (one epoch of 60 shapes) one after the other: they must finish in the
+  order they joined the queue.
+
+A K "holds" when every page settled within ``--timeout-s`` with no error shown. It prints, per K, the
+latency percentiles of the clicks and first loads, the trainings' finish order and how soon the closed
+tab's slot was given to the next run, and last one line:
+``classroom: largest K held H, p50 X s, p95 Y s (at K=H), trainings in order yes/no, closed tab stopped yes/no``.
+The machine's load averages are printed with each K: on a shared machine, read the figures with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvit.bench.browser import (
+    BEFORE_JS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    OBSERVER_JS,
+    VIEWPORT,
+    Step,
+    app_server,
+    click_button,
+    click_chart,
+    first_load,
+    percentile,
+    settle,
+    timed,
+    widget,
+)
+
+
+@dataclass
+class Round:
+    """What happened with K sessions."""
+
+    k: int
+    steps: list[Step] = field(default_factory=list)
+    finish_order: list[int] = field(default_factory=list)  # tiny trainers, in the order they finished
+    join_order: list[int] = field(default_factory=list)  # tiny trainers, in the order they queued
+    handover_s: float | None = None  # from the closed tab to the next run starting
+    training_errors: list[str] = field(default_factory=list)
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def errors(self) -> int:
+        return sum(s.error is not None for s in self.steps) + len(self.training_errors)
+
+    @property
+    def held(self) -> bool:
+        return self.errors == 0
+
+    @property
+    def in_order(self) -> bool:
+        return bool(self.join_order) and self.finish_order == self.join_order
+
+    def latencies(self, first_load: bool) -> list[float]:
+        return [s.seconds for s in self.steps if s.first_load == first_load and s.error is None]
+
+
+def round_line(r: Round) -> str:
+    """One line per K: errors, click and first-load percentiles, trainings, load."""
+    clicks, loads = r.latencies(False), r.latencies(True)
+    handover = "-" if r.handover_s is None else f"{r.handover_s:.1f} s"
+    return (
+        f"K={r.k:<3} {'held' if r.held else 'FAILED':<6} errors {r.errors:<3} "
+        f"clicks p50 {percentile(clicks, 50):5.2f} p95 {percentile(clicks, 95):5.2f} max "
+        f"{max(clicks, default=float('nan')):5.2f} s · first loads p50 {percentile(loads, 50):5.2f} "
+        f"max {max(loads, default=float('nan')):5.2f} s · trainings finished {r.finish_order} "
+        f"(queued {r.join_order}) · closed tab's slot handed over in {handover} · load "
+        + " ".join(f"{v:.1f}" for v in r.load)
+    )
+
+
+def summary_line(rounds: list[Round]) -> str:
+    """``classroom: largest K held ..., p50 ..., p95 ..., trainings in order ..., closed tab stopped ...``."""
+    held = [r for r in rounds if r.held]
+    best = max(held, key=lambda r: r.k) if held else None
+    clicks = best.latencies(False) if best else []
+    in_order = bool(rounds) and all(r.in_order for r in rounds)
+    stopped = bool(rounds) and all(r.handover_s is not None for r in rounds)
+    return (
+        f"classroom: largest K held {best.k if best else 0}, p50 {percentile(clicks, 50):.2f} s, "
+        f"p95 {percentile(clicks, 95):.2f} s (at K={best.k if best else 0}), trainings in order "
+        f"{'yes' if in_order else 'no'}, closed tab stopped {'yes' if stopped else 'no'}"
+    )
+
+
+async def _student(context, base: str, index: int, r: Round, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
+    """Classroom steps 1 to 6, then the attention page and a click on its image."""
+    page, step = await first_load(context, base, "classroom", quiet_s, timeout_s)
+    step.page = f"{index}:classroom"
+    r.steps.append(step)
+    for target in range(2, 7):
+        r.steps.append(
+            await timed(
+                page,
+                f"{index}:classroom",
+                f"Next → {target}",
+                lambda: click_button(page, "Next"),
+                quiet_s,
+                timeout_s,
+            )
+        )
+    await page.close()
+    page, step = await first_load(context, base, "attention", quiet_s, timeout_s)
+    step.page = f"{index}:attention"
+    r.steps.append(step)
+    r.steps.append(
+        await timed(
+            page,
+            f"{index}:attention",
+            "click on the image",
+            lambda: click_chart(page, 0, 0.3, 0.3),
+            quiet_s,
+            timeout_s,
+        )
+    )
+    await page.close()
+
+
+async def _open_training(context, base: str, quiet_s: float, timeout_s: float):  # noqa: ANN001, ANN202
+    page = await context.new_page()
+    await page.goto(base + "/training", wait_until="commit")
+    await settle(page, 0, 0.0, quiet_s, timeout_s)
+    return page
+
+
+async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
+    """One epoch of 60 training and 30 validation images (each change is one rerun)."""
+    epochs = widget(page, "stNumberInput", "Epochs").locator("input")
+    await epochs.fill("1")
+    await epochs.press("Enter")
+    for label in ("Training images per epoch", "Validation images"):
+        before = await page.evaluate(BEFORE_JS)
+        await widget(page, "stSlider", label).get_by_role("slider").press("Home")
+        await settle(page, before[1], before[0], quiet_s, timeout_s)
+
+
+async def _trainers(
+    contexts: list, base: str, r: Round, quiet_s: float, timeout_s: float, run_timeout_s: float
+) -> None:
+    """The long run whose tab closes (``contexts[0]``), then three tiny runs in ``contexts[1:4]`` (each a
+    tab of its own next to a student's lesson) that must finish in order."""
+    long_page = await _open_training(contexts[0], base, quiet_s, timeout_s)
+    await long_page.get_by_role("button", name="Start").click()
+    await long_page.get_by_role("button", name="Stop").wait_for(timeout=timeout_s * 1000)  # it holds the slot
+
+    tiny = []
+    for i in range(1, 4):
+        page = await _open_training(contexts[i], base, quiet_s, timeout_s)
+        await _set_tiny(page, quiet_s, timeout_s)
+        await page.get_by_role("button", name="Start").click()
+        await page.get_by_text("Waiting for the training queue").first.wait_for(timeout=timeout_s * 1000)
+        tiny.append(page)
+        r.join_order.append(i)
+
+    shot = Path(tempfile.gettempdir()) / f"hvit-classroom-waiting-k{r.k}.png"
+    await tiny[-1].screenshot(path=str(shot))  # the last in the queue: its place and expected wait
+    print(f"    screenshot of a waiting tab: {shot}", flush=True)
+    closed = time.monotonic()
+    await long_page.close()  # the tab goes away, and with it its Streamlit session
+    first = tiny[0]
+    await first.get_by_text("Waiting for the training queue").first.wait_for(
+        state="detached", timeout=run_timeout_s * 1000
+    )
+    r.handover_s = time.monotonic() - closed
+
+    async def finished(i: int, page) -> None:  # noqa: ANN001
+        await page.get_by_text("Training completed").first.wait_for(timeout=run_timeout_s * 1000)
+        r.finish_order.append(i)
+
+    await asyncio.gather(*(finished(i, p) for i, p in zip(r.join_order, tiny, strict=True)))
+
+
+async def run_round(
+    browser, base: str, k: int, quiet_s: float, timeout_s: float, run_timeout_s: float
+) -> Round:  # noqa: ANN001
+    """K students at once, four of them also using the training page (see the module docstring)."""
+    r = Round(k)
+    contexts = []  # [the long run's own], then one per student (at least three: the tiny trainers')
+    for _ in range(1 + max(k, 3)):
+        context = await browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(timeout_s * 1000)
+        await context.add_init_script(OBSERVER_JS)
+        contexts.append(context)
+
+    async def trainers() -> None:
+        try:
+            await _trainers(contexts, base, r, quiet_s, timeout_s, run_timeout_s)
+        except Exception as err:  # reported as the round's failure
+            r.training_errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
+
+    students = [_student(contexts[i], base, i, r, quiet_s, timeout_s) for i in range(1, k + 1)]
+    await asyncio.gather(trainers(), *students)
+    for context in contexts:
+        await context.close()
+    r.load = os.getloadavg()
+    return r
+
+
+async def run_all(
+    base: str, ks: list[int], quiet_s: float, timeout_s: float, run_timeout_s: float
+) -> list[Round]:
+    from playwright.async_api import async_playwright
+
+    if not Path(CHROMIUM).is_file():
+        raise FileNotFoundError(f"no Chromium at {CHROMIUM}: install it (apt-get install chromium)")
+    rounds = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for k in ks:
+                r = await run_round(browser, base, k, quiet_s, timeout_s, run_timeout_s)
+                print(round_line(r), flush=True)
+                for s in r.steps:
+                    if s.error:
+                        print(f"    {s.page} {s.action}: {s.error}")
+                for e in r.training_errors:
+                    print(f"    training: {e}")
+                rounds.append(r)
+        finally:
+            await browser.close()
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hvit.bench classroom", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--k", default="2,4,8", help="comma-separated numbers of concurrent sessions")
+    parser.add_argument(
+        "--timeout-s", type=float, default=60.0, help="a page not settled by then is an error"
+    )
+    parser.add_argument("--run-timeout-s", type=float, default=300.0, help="the most a training may take")
+    parser.add_argument("--quiet-s", type=float, default=0.4, help="no change for this long = settled")
+    args = parser.parse_args(argv)
+    ks = sorted(int(v) for v in args.k.split(","))
+
+    print(
+        f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)"
+    )
+    with app_server() as url:
+        rounds = asyncio.run(run_all(url, ks, args.quiet_s, args.timeout_s, args.run_timeout_s))
+    clicks = [s.seconds for r in rounds for s in r.steps if not s.first_load and s.error is None]
+    if clicks:
+        print(f"all rounds: {len(clicks)} clicks, median {statistics.median(clicks):.2f} s")
+    print(summary_line(rounds))
+    return 0 if rounds and all(r.held for r in rounds) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

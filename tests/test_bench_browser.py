@@ -1,0 +1,73 @@
+"""The browser benchmark: its table and summary line (fast), and a very short lesson end to end (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from hvit.bench.browser import Step, app_server, format_table, percentile, run_lesson, summary_line
+
+
+def test_percentile_is_nearest_rank():
+    values = [0.5, 0.1, 0.3, 0.2, 0.4]
+    assert percentile(values, 50) == 0.3
+    assert percentile(values, 95) == 0.5  # ceil(0.95 * 5) = 5th smallest
+    assert percentile(values, 20) == 0.1
+    assert math.isnan(percentile([], 95))
+
+
+def test_summary_line_separates_first_loads_from_clicks_and_counts_errors():
+    steps = [
+        Step("home", "first load", 1.5, 0.3),
+        Step("attention", "first load", 2.25, 0.4),
+        Step("attention", "another head", 0.2, 0.4),
+        Step("attention", "click on the image", 0.4, 0.4),
+        Step("classroom", "Next → step 2", 0.1, 0.5),
+        Step("classroom", "Next → step 3", math.nan, 0.5, "TimeoutError: did not settle"),
+    ]
+    assert summary_line(steps) == (
+        "browser: first load max 2.25 s, interaction median 0.20 s, p95 0.40 s, errors 1"
+    )
+    table = format_table(steps).splitlines()
+    assert table[0].split() == ["page", "action", "seconds", "load", "1m", "error"]
+    assert len(table) == 1 + len(steps)
+    assert table[2].split() == ["attention", "first", "load", "2.25", "0.40"]
+    assert table[-1].split()[:6] == ["classroom", "Next", "→", "step", "3", "-"]
+    assert table[-1].endswith("TimeoutError: did not settle")
+
+
+@pytest.mark.slow
+def test_a_short_lesson_runs_end_to_end_without_errors():
+    with app_server() as url:
+        steps = asyncio.run(run_lesson(url, quiet_s=0.3, short=True))
+    assert [(s.page, s.action) for s in steps] == [
+        ("home", "first load"),
+        ("attention", "first load"),
+        ("classroom", "first load"),
+        ("attention", "click on the image"),
+        ("classroom", "Next → step 2"),
+    ]
+    assert all(s.error is None for s in steps), [s.error for s in steps if s.error]
+    assert all(s.seconds > 0 for s in steps)
+    assert summary_line(steps).endswith("errors 0")
+
+
+def test_classroom_summary_reports_the_largest_k_that_held_and_the_training_checks():
+    from hvit.bench.classroom import Round, round_line
+    from hvit.bench.classroom import summary_line as classroom_summary
+
+    ok = Round(4, [Step("1:classroom", "first load", 1.0, 0.5), Step("1:classroom", "Next → 2", 0.2, 0.5)])
+    ok.join_order, ok.finish_order, ok.handover_s = [1, 2, 3], [1, 2, 3], 1.5
+    bigger = Round(8, [Step("1:classroom", "Next → 2", 0.4, 0.5)])
+    bigger.join_order, bigger.finish_order, bigger.handover_s = [1, 2, 3], [1, 3, 2], None
+    bigger.training_errors.append("TimeoutError: no slot")
+    assert ok.held and ok.in_order and not bigger.held and not bigger.in_order
+    assert classroom_summary([ok, bigger]) == (
+        "classroom: largest K held 4, p50 0.20 s, p95 0.20 s (at K=4), trainings in order no, "
+        "closed tab stopped no"
+    )
+    assert classroom_summary([ok]).endswith("trainings in order yes, closed tab stopped yes")
+    line = round_line(bigger)
+    assert line.startswith("K=8   FAILED errors 1") and "finished [1, 3, 2] (queued [1, 2, 3])" in line
