@@ -1,7 +1,8 @@
 """Data: folders of images, the generated shapes set, the classic torchvision sets, and transforms.
 
 - `HViTDataset` reads ``root/<split>/<class name>/<image file>``.
-- `ShapesDataset` / `make_shapes` / `write_shapes`: a procedural set with ground-truth masks, no internet.
+- `ShapesDataset` / `make_shapes` / `write_shapes`: a procedural set with ground-truth masks, no internet
+  (one shape per image, or ``scene="pair"``: a labelled large shape and a small decoy).
 - `load_classic`: MNIST, Fashion-MNIST, CIFAR-10 through torchvision.
 - `build_transforms`: a model's `Preprocessing` -> ``torchvision.transforms.v2`` pipeline.
 - `load_dataset`: one entry point for all of them.
@@ -12,6 +13,7 @@ from hvit.data.dataset import IMG_EXTENSIONS, HViTDataset, ImageReadError, load_
 from hvit.data.load import BUILTIN_DATASETS, SHAPES_SIZES, dataset_stats, load_dataset
 from hvit.data.shapes import (
     SHAPE_CLASSES,
+    SHAPE_SCENES,
     SHAPES_MEAN,
     SHAPES_STD,
     ShapesDataset,
@@ -30,6 +32,7 @@ __all__ = [
     "SHAPES_SIZES",
     "SHAPES_STD",
     "SHAPE_CLASSES",
+    "SHAPE_SCENES",
     "HViTDataset",
     "ImageReadError",
     "ShapesDataset",

@@ -3,6 +3,9 @@
     python -m hvit.explain.evaluate --checkpoint assets/hvit_shapes.safetensors
     python -m hvit.explain.evaluate --model hvit_nano --num-images 8      # untrained, a smoke test
 
+The held-out images come from the generated set the checkpoint was trained on (``shapes``, or
+``shapes-pair`` for a model trained on scenes with a decoy), at the model's input size.
+
 For every attribution method (and every stage of Grad-CAM) and every attention view (rollout, the
 attention each key receives per stage) it prints: pointing game, mask mass, deletion and insertion
 AUC, the model-randomisation rank correlation and the run time per image. A "random map" row gives
@@ -267,6 +270,15 @@ def evaluate_explanations(
     return EvaluationReport(rows, n, correct / n, mask_total / n, curves_out)
 
 
+def _trained_on(path: str) -> str:
+    """The generated data set a checkpoint was trained on ("shapes" when it says none or another)."""
+    from hvit.data import SHAPE_SCENES
+    from hvit.train import read_checkpoint
+
+    dataset = read_checkpoint(path).extra.get("dataset")
+    return dataset if dataset in SHAPE_SCENES.values() else "shapes"
+
+
 def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     """Command line: ``python -m hvit.explain.evaluate --checkpoint PATH`` prints the score table."""
     p = argparse.ArgumentParser(prog="python -m hvit.explain.evaluate", description=__doc__.splitlines()[0])
@@ -287,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from hvit.data import make_shapes
+    from hvit.data import SHAPE_SCENES, make_shapes
 
+    dataset = "shapes"
     if a.model:
         from hvit.registry import create_model
 
@@ -298,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
         from hvit.train import load_checkpoint
 
         path = a.checkpoint or shipped_checkpoint()
-        model, source = load_checkpoint(path).eval(), str(path)
+        model, source, dataset = load_checkpoint(path).eval(), str(path), _trained_on(path)
     size = model.preprocessing.img_size
-    images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split)
+    scene = next(k for k, v in SHAPE_SCENES.items() if v == dataset)
+    images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split, scene=scene)
     t0 = time.perf_counter()
     report = evaluate_explanations(
         model,
@@ -314,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
         seed=a.seed,
     )
     report.description = (
-        f"Model: {source}. Data: shapes '{a.split}' split, seed {a.seed}, {size} px, {a.num_images} images "
+        f"Model: {source}. Data: {dataset} '{a.split}' split, seed {a.seed}, {size} px, {a.num_images} images "
         f"({time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU threads)."
     )
     print(report.to_markdown())
