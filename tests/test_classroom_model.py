@@ -99,3 +99,10 @@ def test_model_card_quotes_the_command_that_trained_the_classroom_model():
     card = (CLASSROOM_CHECKPOINT.parent / "MODEL_CARD_classroom.md").read_text()
     assert f"--model {cli['model']} --dataset {cli['dataset']} --epochs {cli['epochs']}" in card
     assert f"--train-size {cli['train_size']}" in card and f"--lr {cli['lr']}" in card
+
+
+def test_evaluation_draws_the_data_each_checkpoint_was_trained_on():
+    from hvit.explain.evaluate import _trained_on
+
+    assert _trained_on(str(CLASSROOM_CHECKPOINT)) == "shapes-pair"
+    assert _trained_on(str(CLASSROOM_CHECKPOINT.parent / "hvit_shapes.safetensors")) == "shapes"
