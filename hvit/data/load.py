@@ -18,7 +18,7 @@ __all__ = ["BUILTIN_DATASETS", "SHAPES_SIZES", "dataset_stats", "load_dataset"]
 
 # The generated sets by name ("shapes", "shapes-pair") and the scene each one draws.
 _SHAPES_SCENE_OF = {name: scene for scene, name in SHAPE_SCENES.items()}
-BUILTIN_DATASETS = (*_SHAPES_SCENE_OF, *CLASSIC_DATASETS)
+BUILTIN_DATASETS = ("shapes", *CLASSIC_DATASETS, "shapes-pair")
 
 # Images per split of the generated shapes set when the caller does not say.
 SHAPES_SIZES = {"train": 6000, "val": 1000, "test": 1000}
