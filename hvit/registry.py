@@ -98,6 +98,12 @@ _register(ModelEntry(
     "Classroom: hvit_nano after a convolutional stem; learns ~3x faster from scratch (the shipped model)",
 ))  # fmt: skip
 _register(ModelEntry(
+    "hvit_classroom",
+    dict(_TINY, img_size=96, patch_size=4, embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8),
+         depths=(1, 1, 1, 1), sr_ratios=(4, 2, 1, 1), stem_channels=8, num_classes=6),
+    "Classroom, legible maps: 96 px, stage-1 queries on a 24x24 grid, keys 6x6 in stages 1-3 (the shipped model)",
+))  # fmt: skip
+_register(ModelEntry(
     "hvit_micro",
     dict(_TINY, img_size=64, patch_size=4, embed_dims=(32, 64, 96, 128), num_heads=(1, 2, 4, 8),
          depths=(1, 1, 2, 1), sr_ratios=(4, 2, 1, 1), num_classes=10),

@@ -34,6 +34,8 @@ SAMPLE_GROUPS = ("shapes_samples", "photos")
 _RECIPES = {
     "hvit_shapes": "python -m hvit.train --model hvit_nano_stem --dataset shapes --epochs 4 --train-size 6000 "
     "--batch-size 64 --lr 0.003 --warmup-epochs 0.6 --augment none",
+    "hvit_classroom": "python -m hvit.train --model hvit_classroom --dataset shapes-pair --epochs 4 "
+    "--train-size 5000 --val-size 500 --batch-size 32 --lr 0.0015 --warmup-epochs 0.5 --augment none --threads 1",
 }
 
 

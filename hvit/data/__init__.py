@@ -3,7 +3,8 @@
 - `load_image`: the one way hvit reads an image (a path, bytes, a PIL image or an array), checked
   before decoding and converted to RGB by one rule; `ImageReadError` says what was wrong.
 - `HViTDataset` reads ``root/<split>/<class name>/<image file>``.
-- `ShapesDataset` / `make_shapes` / `write_shapes`: a procedural set with ground-truth masks, no internet.
+- `ShapesDataset` / `make_shapes` / `write_shapes`: a procedural set with ground-truth masks, no internet
+  (one shape per image, or ``scene="pair"``: a labelled large shape and a small decoy).
 - `load_classic`: MNIST, Fashion-MNIST, CIFAR-10 through torchvision.
 - `build_transforms`: a model's `Preprocessing` -> ``torchvision.transforms.v2`` pipeline.
 - `load_dataset`: one entry point for all of them.
@@ -23,6 +24,7 @@ from hvit.data.images import (
 from hvit.data.load import BUILTIN_DATASETS, SHAPES_SIZES, dataset_stats, load_dataset
 from hvit.data.shapes import (
     SHAPE_CLASSES,
+    SHAPE_SCENES,
     SHAPES_MEAN,
     SHAPES_STD,
     ShapesDataset,
@@ -44,6 +46,7 @@ __all__ = [
     "SHAPES_SIZES",
     "SHAPES_STD",
     "SHAPE_CLASSES",
+    "SHAPE_SCENES",
     "HViTDataset",
     "infer_domain",
     "ImageReadError",

@@ -10,13 +10,15 @@ from torch.utils.data import Dataset
 
 from hvit.data.classic import CLASSIC_DATASETS, load_classic
 from hvit.data.dataset import HViTDataset
-from hvit.data.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataset
+from hvit.data.shapes import SHAPE_SCENES, SHAPES_MEAN, SHAPES_STD, ShapesDataset
 from hvit.data.transforms import build_transforms, estimate_mean_std
 from hvit.preprocessing import Preprocessing
 
 __all__ = ["BUILTIN_DATASETS", "SHAPES_SIZES", "dataset_stats", "load_dataset"]
 
-BUILTIN_DATASETS = ("shapes", *CLASSIC_DATASETS)
+# The generated sets by name ("shapes", "shapes-pair") and the scene each one draws.
+_SHAPES_SCENE_OF = {name: scene for scene, name in SHAPE_SCENES.items()}
+BUILTIN_DATASETS = ("shapes", *CLASSIC_DATASETS, "shapes-pair")
 
 # Images per split of the generated shapes set when the caller does not say.
 SHAPES_SIZES = {"train": 6000, "val": 1000, "test": 1000}
@@ -51,7 +53,8 @@ def load_dataset(
     """Load a split of a built-in data set or of a folder of images.
 
     Args:
-        name_or_path: "shapes", "mnist", "fashion-mnist", "cifar10", or a folder laid out as
+        name_or_path: "shapes", "shapes-pair" (a labelled large shape and a small decoy of another
+            class), "mnist", "fashion-mnist", "cifar10", or a folder laid out as
             ``root/<split>/<class name>/<image file>``.
         split: "train", "val" or "test" (a folder may name any split folder it has).
         preprocessing: build the transforms from it (training augmentation when ``split == "train"``).
@@ -72,10 +75,13 @@ def load_dataset(
     kind = _kind(name_or_path)
     if transform is None and preprocessing is not None:
         transform = build_transforms(preprocessing, train=split == "train", augment=augment)
-    if kind == "shapes":
+    if kind in _SHAPES_SCENE_OF:
         size = img_size or (preprocessing.img_size if preprocessing is not None else 32)
         n = num_samples if num_samples is not None else SHAPES_SIZES.get(split, SHAPES_SIZES["test"])
-        return ShapesDataset(n, size, seed=seed, split=split, transform=transform, return_mask=return_mask)
+        return ShapesDataset(
+            n, size, seed=seed, split=split, transform=transform, return_mask=return_mask,
+            scene=_SHAPES_SCENE_OF[kind],
+        )  # fmt: skip
     if return_mask or num_samples is not None:
         raise ValueError(
             f"return_mask and num_samples apply to the shapes data set only, not to {name_or_path!r}"
@@ -94,7 +100,7 @@ def dataset_stats(
     "train" split (the same every time).
     """
     kind = _kind(name_or_path)
-    if kind == "shapes":
+    if kind in _SHAPES_SCENE_OF:
         return SHAPES_MEAN, SHAPES_STD
     if kind in CLASSIC_DATASETS:
         return CLASSIC_DATASETS[kind].mean, CLASSIC_DATASETS[kind].std

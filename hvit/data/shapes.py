@@ -6,6 +6,15 @@ dots) that are never one of the classes. Every image comes with the exact ground
 so an explanation method can be scored against where the evidence really is (pointing game, relevance
 mass inside the mask).
 
+Two scenes (``scene=``; as data set names, ``shapes`` and ``shapes-pair``):
+
+- ``"single"`` (the default, data set ``shapes``): one shape, radius 28-45 % of the image side.
+- ``"pair"`` (data set ``shapes-pair``): two shapes of *different* classes that never touch. The label
+  is the **large** one (radius 24-32 % of the side); the other is a decoy of another class, at most half
+  as wide (radius 9-12 %), with the same kind of colours. The mask covers the large shape only, so
+  "where does the model look?" has a right answer (the large shape) and a wrong one (the decoy). The rule
+  is unambiguous: the labelled shape's radius is always at least twice the decoy's.
+
 Why procedural? A classroom needs a data set that downloads nothing, trains in seconds on a laptop CPU,
 and has a known answer to "where is the object?". Generation is deterministic: image ``i`` of split
 ``s`` for seed ``k`` is a pure function of ``(k, s, i)``, so any subset, any order and any worker count
@@ -44,6 +53,7 @@ __all__ = [
     "SHAPES_STD",
     "ShapesDataset",
     "make_shapes",
+    "SHAPE_SCENES",
     "render_shape",
     "write_shapes",
 ]
@@ -56,6 +66,15 @@ SHAPE_CLASSES: tuple[str, ...] = ("circle", "cross", "ring", "square", "star", "
 # Per-channel statistics of the generated images (measured on 5000 training images at 32 px, seed 0).
 SHAPES_MEAN = (0.4957, 0.4956, 0.4969)
 SHAPES_STD = (0.2060, 0.2049, 0.2056)
+
+# Scene kinds and the built-in data set name of each (`hvit.data.load_dataset` accepts the names).
+SHAPE_SCENES: dict[str, str] = {"single": "shapes", "pair": "shapes-pair"}
+
+# "pair" scenes: radii (fractions of the image side) of the labelled shape and of the decoy, and the
+# smallest gap between their bounding circles. 0.24 / 0.12: the label is always at least twice as wide.
+_PAIR_LABEL_RADIUS = (0.24, 0.32)
+_PAIR_DECOY_RADIUS = (0.09, 0.12)
+_PAIR_GAP = 0.03
 
 # Each split draws from its own random stream, so "train" and "val" never share an image.
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -178,44 +197,25 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img * (1 - alpha) + premultiplied
 
 
-def render_shape(
-    index: int,
-    img_size: int = 32,
-    seed: int = 0,
-    split: str = "train",
-    classes: Sequence[str] = SHAPE_CLASSES,
-) -> tuple[np.ndarray, int, np.ndarray]:
-    """Render image ``index`` of a shapes split.
+def _rotation(angle: float) -> np.ndarray:
+    return np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])  # (2, 2)
 
-    Args:
-        index: image number; the label is ``index % len(classes)``, so every class is equally common.
-        img_size: side of the square image in pixels.
-        seed: seed of the data set.
-        split: split name ("train", "val", "test" or any other name, each its own random stream).
-        classes: class names, a subset of `SHAPE_CLASSES`.
 
-    Returns:
-        image (H, W, 3) uint8, label int, mask (H, W) bool (True on the shape).
-    """
-    label = index % len(classes)
-    rng = np.random.default_rng([seed, _split_code(split), index])
-    background = _background(rng, img_size)
-
-    # The shape: rotation uniform, radius 28-45% of the side, centred so it stays inside the frame.
-    angle = rng.uniform(0, 2 * np.pi)
-    radius = rng.uniform(0.28, 0.45)
-    cx, cy = rng.uniform(radius, 1 - radius, size=2)
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+def _shape_alpha(name: str, img_size: int, centre: np.ndarray, radius: float, angle: float) -> np.ndarray:
+    """Coverage (H, W, 1) of shape ``name`` at ``centre`` (units of the image side), ``radius``, ``angle``."""
+    rot = _rotation(angle)
 
     def draw_shape(d: ImageDraw.ImageDraw, s: float) -> None:
-        for poly, solid in _OUTLINES[classes[label]]:
-            pts = (poly @ rot.T) * radius + (cx, cy)  # (n, 2) in units of the image side
+        for poly, solid in _OUTLINES[name]:
+            pts = (poly @ rot.T) * radius + centre  # (n, 2) in units of the image side
             d.polygon([tuple(p) for p in pts * s], fill=255 if solid else 0)
 
-    alpha = _coverage(img_size, draw_shape)[..., None]  # (H, W, 1)
+    return _coverage(img_size, draw_shape)[..., None]
 
-    # A saturated colour that stands out from the background under the shape (distance in RGB >= 0.45),
-    # so the label is always visible; otherwise keep the most distant of a few draws.
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A saturated colour that stands out from the background under ``alpha`` (distance in RGB >= 0.45),
+    so the shape is always visible; otherwise the most distant of 8 draws. Returns (3,) floats."""
     under = (background * alpha).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
     colour, best = None, -1.0
     for _ in range(8):
@@ -225,11 +225,76 @@ def render_shape(
             colour, best = c, dist
         if dist >= 0.45:
             break
+    return colour
 
-    img = background * (1 - alpha) + alpha * colour
+
+def _pair_layout(rng: np.random.Generator) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """Radii and centres of a labelled shape and a decoy that stay inside the frame and never touch.
+
+    Returns:
+        label radius, label centre (2,), decoy radius, decoy centre (2,), in units of the image side.
+    """
+    radius = rng.uniform(*_PAIR_LABEL_RADIUS)
+    decoy_radius = rng.uniform(*_PAIR_DECOY_RADIUS)
+    for _ in range(64):  # rejection sampling: about a third of the draws fit
+        centre = rng.uniform(radius, 1 - radius, size=2)
+        decoy = rng.uniform(decoy_radius, 1 - decoy_radius, size=2)
+        if np.linalg.norm(centre - decoy) >= radius + decoy_radius + _PAIR_GAP:
+            return radius, centre, decoy_radius, decoy
+    # Never reached in practice; opposite corners always fit (distance 0.62 * sqrt(2) > 0.47).
+    return radius, np.full(2, radius), decoy_radius, np.full(2, 1 - decoy_radius)
+
+
+def render_shape(
+    index: int,
+    img_size: int = 32,
+    seed: int = 0,
+    split: str = "train",
+    classes: Sequence[str] = SHAPE_CLASSES,
+    scene: str = "single",
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Render image ``index`` of a shapes split.
+
+    Args:
+        index: image number; the label is ``index % len(classes)``, so every class is equally common.
+        img_size: side of the square image in pixels.
+        seed: seed of the data set.
+        split: split name ("train", "val", "test" or any other name, each its own random stream).
+        classes: class names, a subset of `SHAPE_CLASSES`.
+        scene: "single" (one shape) or "pair" (the labelled large shape and a small decoy of another
+            class; see the module docstring).
+
+    Returns:
+        image (H, W, 3) uint8, label int, mask (H, W) bool (True on the labelled shape only).
+    """
+    _check_scene(scene)
+    label = index % len(classes)
+    rng = np.random.default_rng([seed, _split_code(split), index])
+    background = _background(rng, img_size)
+
+    if scene == "single":
+        # The shape: rotation uniform, radius 28-45% of the side, centred so it stays inside the frame.
+        angle = rng.uniform(0, 2 * np.pi)
+        radius = rng.uniform(0.28, 0.45)
+        centre = rng.uniform(radius, 1 - radius, size=2)
+        img = background
+    else:
+        radius, centre, decoy_radius, decoy_centre = _pair_layout(rng)
+        angle = rng.uniform(0, 2 * np.pi)
+        decoy_class = classes[(label + rng.integers(1, len(classes))) % len(classes)]  # never the label
+        decoy = _shape_alpha(decoy_class, img_size, decoy_centre, decoy_radius, rng.uniform(0, 2 * np.pi))
+        img = background * (1 - decoy) + decoy * _contrasting_colour(rng, background, decoy)
+
+    alpha = _shape_alpha(classes[label], img_size, centre, radius, angle)  # (H, W, 1)
+    img = img * (1 - alpha) + alpha * _contrasting_colour(rng, background, alpha)
     img = img + rng.normal(0, 0.025, size=img.shape)  # sensor-like pixel noise over everything
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     return image, label, alpha[..., 0] >= 0.5
+
+
+def _check_scene(scene: str) -> None:
+    if scene not in SHAPE_SCENES:
+        raise ValueError(f"scene must be one of {list(SHAPE_SCENES)}, got {scene!r}")
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -245,6 +310,7 @@ def make_shapes(
     seed: int = 0,
     split: str = "train",
     classes: Sequence[str] = SHAPE_CLASSES,
+    scene: str = "single",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Generate a shapes split in memory.
 
@@ -254,20 +320,22 @@ def make_shapes(
         seed: seed of the data set; the same arguments always give the same tensors.
         split: split name; each split is its own random stream.
         classes: class names (sorted), a subset of `SHAPE_CLASSES`.
+        scene: "single" or "pair" (a labelled large shape and a small decoy; see the module docstring).
 
     Returns:
-        images (N, 3, H, W) uint8, labels (N,) int64, masks (N, H, W) bool.
+        images (N, 3, H, W) uint8, labels (N,) int64, masks (N, H, W) bool (the labelled shape).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8:
         raise ValueError(f"img_size must be an int >= 8, got {img_size!r}")
     classes = _check_classes(classes)
+    _check_scene(scene)
     images = np.empty((num_samples, img_size, img_size, 3), dtype=np.uint8)
     masks = np.empty((num_samples, img_size, img_size), dtype=bool)
     labels = np.empty(num_samples, dtype=np.int64)
     for i in range(num_samples):
-        images[i], labels[i], masks[i] = render_shape(i, img_size, seed, split, classes)
+        images[i], labels[i], masks[i] = render_shape(i, img_size, seed, split, classes, scene)
     return (
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(labels),
@@ -288,6 +356,7 @@ class ShapesDataset(Dataset):
             `torchvision.transforms.v2` augmentations move the mask with the image.
         return_mask: make ``__getitem__`` return ``(image, label, mask)``.
         classes: class names, a subset of `SHAPE_CLASSES`.
+        scene: "single" or "pair" (see the module docstring).
 
     Attributes:
         classes: sorted class names; ``class_to_idx`` maps them to labels.
@@ -303,12 +372,15 @@ class ShapesDataset(Dataset):
         transform: Callable[..., Any] | None = None,
         return_mask: bool = False,
         classes: Sequence[str] = SHAPE_CLASSES,
+        scene: str = "single",
     ) -> None:
         self.classes = list(_check_classes(classes))
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.img_size, self.seed, self.split = img_size, seed, split
+        self.img_size, self.seed, self.split, self.scene = img_size, seed, split, scene
         self.transform, self.return_mask = transform, return_mask
-        self.images, self.labels, self.masks = make_shapes(num_samples, img_size, seed, split, self.classes)
+        self.images, self.labels, self.masks = make_shapes(
+            num_samples, img_size, seed, split, self.classes, scene
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -328,7 +400,8 @@ class ShapesDataset(Dataset):
         return image, label, mask
 
     def __repr__(self) -> str:
-        return f"ShapesDataset(split={self.split!r}, num_samples={len(self)}, img_size={self.img_size}, seed={self.seed})"
+        scene = "" if self.scene == "single" else f", scene={self.scene!r}"
+        return f"ShapesDataset(split={self.split!r}, num_samples={len(self)}, img_size={self.img_size}, seed={self.seed}{scene})"
 
 
 def write_shapes(
@@ -337,6 +410,7 @@ def write_shapes(
     img_size: int = 32,
     seed: int = 0,
     classes: Sequence[str] = SHAPE_CLASSES,
+    scene: str = "single",
 ) -> Path:
     """Write a shapes set to disk in the folder layout `HViTDataset` reads, masks alongside.
 
@@ -351,6 +425,7 @@ def write_shapes(
         img_size: side of the images in pixels.
         seed: seed of the data set; the files equal `make_shapes` with the same arguments.
         classes: class names, a subset of `SHAPE_CLASSES`.
+        scene: "single" or "pair" (see the module docstring).
 
     Returns:
         ``root`` as a ``Path``.
@@ -359,7 +434,7 @@ def write_shapes(
     splits = num_samples if isinstance(num_samples, dict) else {"train": num_samples, "val": num_samples}
     classes = _check_classes(classes)
     for split, n in splits.items():
-        images, labels, masks = make_shapes(n, img_size, seed, split, classes)
+        images, labels, masks = make_shapes(n, img_size, seed, split, classes, scene)
         for cls in classes:
             (root / split / cls).mkdir(parents=True, exist_ok=True)
             (root / f"{split}_masks" / cls).mkdir(parents=True, exist_ok=True)
@@ -375,7 +450,7 @@ def write_shapes(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m hvit.data shapes OUT --train N --val N [--test N] [--img-size S] [--seed K]``."""
+    """``python -m hvit.data shapes OUT --train N --val N [--test N] [--img-size S] [--seed K] [--scene pair]``."""
     p = argparse.ArgumentParser(
         prog="python -m hvit.data shapes", description=write_shapes.__doc__.splitlines()[0]
     )
@@ -385,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--test", type=int, default=0, help="test images")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scene", choices=list(SHAPE_SCENES), default="single", help="one shape or a pair")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     counts = {s: n for s, n in (("train", a.train), ("val", a.val), ("test", a.test)) if n > 0}
-    write_shapes(a.out, counts, a.img_size, a.seed)
+    write_shapes(a.out, counts, a.img_size, a.seed, scene=a.scene)

@@ -4,6 +4,9 @@
     python -m hvit.explain.evaluate --checkpoint runs/my_model.safetensors
     python -m hvit.explain.evaluate --model hvit_nano --num-images 8      # untrained, a smoke test
 
+The held-out images come from the generated set the checkpoint was trained on (``shapes``, or
+``shapes-pair`` for a model trained on scenes with a decoy), at the model's input size.
+
 For every attribution method (and every stage of Grad-CAM) and every attention view (rollout, the
 attention each key receives per stage) it prints: pointing game, mask mass, deletion and insertion
 AUC, the model-randomisation rank correlation and the run time per image. A "random map" row gives
@@ -277,6 +280,15 @@ def evaluate_explanations(
     return EvaluationReport(rows, n, correct / n, mask_total / n, curves_out)
 
 
+def _trained_on(path: str) -> str:
+    """The generated data set a checkpoint was trained on ("shapes" when it says none or another)."""
+    from hvit.data import SHAPE_SCENES
+    from hvit.train import read_checkpoint
+
+    dataset = read_checkpoint(path).extra.get("dataset")
+    return dataset if dataset in SHAPE_SCENES.values() else "shapes"
+
+
 PROG = "python -m hvit.explain.evaluate"
 
 
@@ -323,8 +335,9 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from hvit.data import make_shapes
+    from hvit.data import SHAPE_SCENES, make_shapes
 
+    dataset = "shapes"
     if a.model:
         from hvit.registry import create_model
 
@@ -334,7 +347,7 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
         from hvit.train import load_checkpoint
 
         path = a.checkpoint or shipped_checkpoint()
-        model, source = load_checkpoint(path).eval(), str(path)
+        model, source, dataset = load_checkpoint(path).eval(), str(path), _trained_on(path)
     available = list(explanation_methods(model))
     unknown = [m for m in a.methods or () if m not in available]
     if unknown:
@@ -349,7 +362,8 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
             f"--num-images {a.num_images} at {size} px needs {needed / 2**30:.1f} GiB for the images alone, "
             f"more than half of this machine's {memory / 2**30:.1f} GiB: use fewer images"
         )
-    images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split)
+    scene = next(k for k, v in SHAPE_SCENES.items() if v == dataset)
+    images, labels, masks = make_shapes(a.num_images, img_size=size, seed=a.seed, split=a.split, scene=scene)
     t0 = time.perf_counter()
     report = evaluate_explanations(
         model,
@@ -363,7 +377,7 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
         seed=a.seed,
     )
     report.description = (
-        f"Model: {source}. Data: shapes '{a.split}' split, seed {a.seed}, {size} px, {a.num_images} images "
+        f"Model: {source}. Data: {dataset} '{a.split}' split, seed {a.seed}, {size} px, {a.num_images} images "
         f"({time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU threads)."
     )
     print(report.to_markdown())

@@ -205,9 +205,9 @@ def prepare_run(
     kind = args.dataset if args.dataset in BUILTIN_DATASETS else "folder"
 
     def load(split: str) -> Dataset:
-        if kind == "shapes":
+        if kind.startswith("shapes"):
             n = args.train_size if split == "train" else args.val_size
-            return load_dataset("shapes", split, num_samples=n, seed=args.data_seed, img_size=img_size)
+            return load_dataset(kind, split, num_samples=n, seed=args.data_seed, img_size=img_size)
         return load_dataset(args.dataset, split, data_dir=args.data_dir)
 
     train_full = load("train")
