@@ -245,7 +245,7 @@ def test_position_embedding_is_resized_not_truncated():
         (dict(mlp_ratios=[4, -1, 4, 4]), "mlp_ratios[1]"),
         (dict(drop_path_rate=1.5), "drop_path_rate"),
         (dict(num_classes=-1), "num_classes"),
-        (dict(stem_channels=-8), "stem_channels must be an int >= 0, got -8"),
+        (dict(stem_channels=-8), "stem_channels must be an int from 0 to 65,536, got -8"),
     ],
 )
 def test_invalid_configs_name_the_field(kwargs, field):
