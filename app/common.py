@@ -321,6 +321,16 @@ def sample_paths() -> list[Path]:
     return demo.sample_images()  # shapes-pair scenes, one-shape images, then photographs
 
 
+# Both shapes sets name their images alike (circle/test_00000): the picker says which set each is from.
+_SAMPLE_KINDS = {demo.SHAPES_PAIR_IMAGE: "two shapes", demo.SHAPES_IMAGE: "one shape"}
+
+
+def _sample_name(path: Path) -> str:
+    """How the sample picker lists a sample: "two shapes: star/test_00004", "photos/astronaut"."""
+    kind = _SAMPLE_KINDS.get(demo.image_kind(path))
+    return f"{kind}: {path.parent.name}/{path.stem}" if kind else f"{path.parent.name}/{path.stem}"
+
+
 def _image_key(image: Image.Image) -> str:
     return hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()[:16]
 
@@ -361,7 +371,7 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         path = st.selectbox(
             "Sample",
             paths,
-            format_func=lambda p: f"{p.parent.name}/{p.stem}",
+            format_func=_sample_name,
             key=f"{prefix}_sample",
             on_change=on_pick,
         )
