@@ -138,6 +138,13 @@ def use_trained_model() -> None:
     st.session_state["model_source"] = "trained"
 
 
+def _shipped_name(label: str) -> str:
+    """A shipped model's label without what the sidebar already says ("Classroom model, 96 px"), so it
+    fits the sidebar's width."""
+    short = label.removeprefix("Shipped ").removesuffix(" (offline)")
+    return short[:1].upper() + short[1:]
+
+
 def model_sidebar() -> ModelInUse | None:
     """Render the model chooser in the sidebar and load the chosen model into the session.
 
@@ -158,6 +165,7 @@ def model_sidebar() -> ModelInUse | None:
             label = st.selectbox(
                 "Shipped model",
                 list(demo.SHIPPED_MODELS),
+                format_func=_shipped_name,
                 key="model_shipped",
                 help="The classroom model (96 px) has maps fine enough to read on a projector; the 32 px "
                 "shapes model is the fast one live training reproduces.",
