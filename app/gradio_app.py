@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import base64
 import binascii
 import copy
+import csv
 import functools
 import hashlib
 import queue
@@ -87,6 +88,12 @@ QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full
 # How the server is launched (by `main` and the tests). Each request that joins the queue holds one of
 # the server's worker threads until it is queued; with Gradio's default of 40, joins stopped being
 # answered after about 30 waiting requests (measured), so a full queue hung instead of saying "full".
+# Gradio keeps cached example answers in a CSV file, one row per example, and reads it back with Python's
+# csv module, whose default field limit is 128 KiB. A row of the 96 px model's plots (24x24 maps, the
+# model's view as an image) is larger, so without this the second example clicked fails with
+# "field larger than field limit". The file is the app's own, written by Gradio.
+CSV_FIELD_LIMIT = 64 * 2**20
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 LAUNCH_SETTINGS: dict[str, Any] = {
     "max_file_size": MAX_UPLOAD_BYTES,
     "max_threads": 2 * (CONCURRENCY_LIMIT + QUEUE_SIZE) + 32,
