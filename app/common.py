@@ -27,7 +27,7 @@ from hvit import demo
 
 # Where the model in use comes from. The keys are stable (tests and other pages use them).
 SOURCES: dict[str, str] = {
-    "shipped": "Shipped shapes model (offline)",
+    "shipped": "A shipped model (offline)",
     "trained": "Model trained on the training page",
     "preset": "A preset with random weights",
     "upload": "A checkpoint file you upload",
@@ -138,6 +138,13 @@ def use_trained_model() -> None:
     st.session_state["model_source"] = "trained"
 
 
+def _shipped_name(label: str) -> str:
+    """A shipped model's label without what the sidebar already says ("Classroom model, 96 px"), so it
+    fits the sidebar's width."""
+    short = label.removeprefix("Shipped ").removesuffix(" (offline)")
+    return short[:1].upper() + short[1:]
+
+
 def model_sidebar() -> ModelInUse | None:
     """Render the model chooser in the sidebar and load the chosen model into the session.
 
@@ -155,16 +162,25 @@ def model_sidebar() -> ModelInUse | None:
             help="Chosen once here, used by every page of this browser tab.",
         )
         if source == "shipped":
+            label = st.selectbox(
+                "Shipped model",
+                list(demo.SHIPPED_MODELS),
+                format_func=_shipped_name,
+                key="model_shipped",
+                help="The classroom model (96 px) has maps fine enough to read on a projector; the 32 px "
+                "shapes model is the fast one live training reproduces.",
+            )
+            name = demo.SHIPPED_MODELS[label]
             try:
-                path = demo.shipped_checkpoint()
+                path = demo.shipped_checkpoint(name)
             except FileNotFoundError as err:
-                _fail("shipped", f"{err}")
+                _fail(f"shipped:{name}", f"{err}")
             else:
                 _load(
                     f"shipped:{path.name}",
-                    "Shipped shapes model",
+                    label.removesuffix(" (offline)"),
                     source,
-                    demo.load_shipped_model,
+                    lambda: demo.load_shipped_model(name),
                     "Loading…",
                 )
         elif source == "trained":
@@ -232,7 +248,7 @@ def model_sidebar() -> ModelInUse | None:
             if source == "imagenet":
                 st.error(
                     "ImageNet weights are unavailable: this computer cannot reach the Hugging Face Hub and "
-                    "has no cached copy. Connect to the internet once, or choose the shipped shapes model.",
+                    "has no cached copy. Connect to the internet once, or choose a shipped model.",
                     icon=":material/cloud_off:",
                 )
                 with st.expander("Details"):
@@ -276,7 +292,7 @@ def require_model() -> ModelInUse:
     """The model in use; otherwise explain how to get one and stop the page."""
     in_use = model_in_use()
     if in_use is None:
-        st.info("Choose a model in the sidebar to use this page: the shipped shapes model works offline.")
+        st.info("Choose a model in the sidebar to use this page: the shipped models work offline.")
         st.stop()
     return in_use
 
@@ -309,8 +325,18 @@ class PickedImage:
 
 @st.cache_resource
 def sample_paths() -> list[Path]:
-    """The sample images shipped in ``hvit/assets/``, shapes first (never changes while the app runs)."""
-    return demo.sample_images()  # in `hvit.assets.SAMPLE_GROUPS` order: shapes, then photographs
+    """The sample images shipped in ``hvit/assets/``, in `SAMPLE_GROUPS` order (never changes while the app runs)."""
+    return demo.sample_images()  # shapes-pair scenes, one-shape images, then photographs
+
+
+# Both shapes sets name their images alike (circle/test_00000): the picker says which set each is from.
+_SAMPLE_KINDS = {demo.SHAPES_PAIR_IMAGE: "two shapes", demo.SHAPES_IMAGE: "one shape"}
+
+
+def _sample_name(path: Path) -> str:
+    """How the sample picker lists a sample: "two shapes: star/test_00004", "photos/astronaut"."""
+    kind = _SAMPLE_KINDS.get(demo.image_kind(path))
+    return f"{kind}: {path.parent.name}/{path.stem}" if kind else f"{path.parent.name}/{path.stem}"
 
 
 def _image_key(image: Image.Image) -> str:
@@ -336,8 +362,9 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         format_func=kinds.get,
         default="sample",
         key=f"{prefix}_image_source",
-        help="Samples: shipped shapes (with masks) and photos. Shapes set: any image of the generated "
-        "test set, with its ground-truth mask. Upload: your own image.",
+        help="Samples: shipped shape scenes (with masks) and photos, the model's own kind first. Shapes "
+        "set: any image of the generated test set the model learned, with its ground-truth mask. Upload: "
+        "your own image.",
     )
     if kind is None:
         kind = "sample"
@@ -352,7 +379,7 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         path = st.selectbox(
             "Sample",
             paths,
-            format_func=lambda p: f"{p.parent.name}/{p.stem}",
+            format_func=_sample_name,
             key=f"{prefix}_sample",
             on_change=on_pick,
         )
@@ -374,10 +401,18 @@ def image_picker(prefix: str, in_use: ModelInUse | None = None, on_pick: Any = N
         index = st.number_input(
             "Image number (test split)", 0, 9999, 0, key=f"{prefix}_shapes_index", on_change=on_pick
         )
+        # drawn as the model learned it: at its input size, one shape or a pair scene
         size = in_use.model.preprocessing.img_size if in_use is not None else 64
-        image, label, mask = demo.shapes_example(int(index), max(size, 32))
+        scene = demo.model_domain(in_use.model).shapes_scene if in_use is not None else "single"
+        image, label, mask = demo.shapes_example(int(index), max(size, 32), scene=scene)
+        pair = scene == "pair"
         return PickedImage(
-            image, mask, f"shapes test #{index}", f"shapes:{index}:{size}", label, demo.SHAPES_IMAGE
+            image,
+            mask,
+            f"shapes{'-pair' if pair else ''} test #{index}",
+            f"shapes:{scene}:{index}:{size}",
+            label,
+            demo.SHAPES_PAIR_IMAGE if pair else demo.SHAPES_IMAGE,
         )
     upload = st.file_uploader(
         "Image", type=[s.lstrip(".") for s in demo.IMAGE_SUFFIXES], key=f"{prefix}_upload", on_change=on_pick

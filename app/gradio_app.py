@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import base64
 import binascii
 import copy
+import csv
 import functools
 import hashlib
 import queue
@@ -49,6 +50,7 @@ from hvit.demo import (
     MAX_IMAGE_SIDE,
     MAX_UPLOAD_BYTES,
     SHIPPED,
+    SHIPPED_SHAPES,
     ImageInputError,
     enlarge,
     load_image,
@@ -57,7 +59,15 @@ from hvit.demo import (
     predict,
     sample_images,
 )
-from hvit.demo.domain import PHOTO, DomainNote, domain_note, image_kind, model_domain
+from hvit.demo.domain import (
+    PHOTO,
+    SHAPES_IMAGE,
+    SHAPES_PAIR_IMAGE,
+    DomainNote,
+    domain_note,
+    image_kind,
+    model_domain,
+)
 from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
@@ -69,7 +79,8 @@ from hvit.train.checkpoint import CheckpointError
 
 # The models offered in the selector, best first. Any other label of `hvit.demo.model_choices()` (the
 # random-weight presets) works in the functions below and in `build_demo(models=...)`.
-DEMO_MODELS: tuple[str, ...] = (SHIPPED, IMAGENET)
+# The 96 px classroom model is the default (maps a class can read); the 32 px shapes model is the fast one.
+DEMO_MODELS: tuple[str, ...] = (SHIPPED, SHIPPED_SHAPES, IMAGENET)
 # Requests that run a model at the same time. A free Space has 2 vCPUs: two requests keep both busy
 # while a third waits in the queue instead of slowing everyone down.
 CONCURRENCY_LIMIT = 2
@@ -77,11 +88,17 @@ QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full
 # How the server is launched (by `main` and the tests). Each request that joins the queue holds one of
 # the server's worker threads until it is queued; with Gradio's default of 40, joins stopped being
 # answered after about 30 waiting requests (measured), so a full queue hung instead of saying "full".
+# Gradio keeps cached example answers in a CSV file, one row per example, and reads it back with Python's
+# csv module, whose default field limit is 128 KiB. A row of the 96 px model's plots (24x24 maps, the
+# model's view as an image) is larger, so without this the second example clicked fails with
+# "field larger than field limit". The file is the app's own, written by Gradio.
+CSV_FIELD_LIMIT = 64 * 2**20
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 LAUNCH_SETTINGS: dict[str, Any] = {
     "max_file_size": MAX_UPLOAD_BYTES,
     "max_threads": 2 * (CONCURRENCY_LIMIT + QUEUE_SIZE) + 32,
 }
-MAX_EXAMPLES = 16  # sample images shown under the input (the 12 shapes and 4 photos shipped)
+MAX_EXAMPLES = 12  # sample images per page of an example group (12 of each shapes kind, 4 photos shipped)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -663,16 +680,37 @@ HOW_TO_READ = """\
 """
 
 
-EXAMPLES_LABEL = "Examples: images of the shipped model's own kind"
-PHOTOS_LABEL = "Photographs: for the ImageNet model (the shapes model cannot read them)"
+EXAMPLES_LABEL = "Examples: scenes the classroom model learned (its answer is the large shape)"
+SHAPES_LABEL = "One shape: for the fast 32 px shapes model"
+PHOTOS_LABEL = "Photographs: for the ImageNet model (the shapes models cannot read them)"
+# Example groups, in the order shown: the image kind, the group's label, and the model its rows choose
+# (when offered; else the demo's default model). An example of no known kind joins the first group.
+EXAMPLE_GROUPS: tuple[tuple[str, str, str], ...] = (
+    (SHAPES_PAIR_IMAGE, EXAMPLES_LABEL, SHIPPED),
+    (SHAPES_IMAGE, SHAPES_LABEL, SHIPPED_SHAPES),
+    (PHOTO, PHOTOS_LABEL, SHIPPED),
+)
 
 
 def example_images() -> list[Path]:
-    """The shipped sample images, shapes first (what the default model knows), then the photographs.
+    """The shipped sample images: shapes-pair scenes first (what the default model knows), then the
+    one-shape images, then the photographs.
 
     Ground-truth masks are not examples (`hvit.assets.sample_images` leaves them out).
     """
     return sample_images()
+
+
+def _example_groups(examples: Sequence[Path], models: Sequence[str]) -> list[tuple[list[Path], str, str]]:
+    """``examples`` split by kind as `EXAMPLE_GROUPS` says: (paths, label, model label), empty groups
+    left out."""
+    known = {kind for kind, _, _ in EXAMPLE_GROUPS}
+    groups = []
+    for i, (kind, label, model) in enumerate(EXAMPLE_GROUPS):
+        paths = [p for p in examples if image_kind(p) == kind or (i == 0 and image_kind(p) not in known)]
+        if paths:
+            groups.append((paths, label, model if model in models else models[0]))
+    return groups
 
 
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
@@ -680,8 +718,8 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
 
     Args:
         models: labels offered in the model selector, the first being the default.
-        examples: example images; by default the first ``MAX_EXAMPLES`` of `example_images()`. The
-            first one is the image the demo opens with (the default model's kind of image).
+        examples: example images; by default `example_images()`. The first one is the image the demo
+            opens with (the default model's kind of image).
 
     Returns:
         A `gr.Blocks` with its queue configured; call ``.launch()`` on it.
@@ -689,7 +727,7 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
     for label in models:
         _check_model_label(label)
     if examples is None:
-        examples = example_images()[:MAX_EXAMPLES]
+        examples = example_images()
     with gr.Blocks(title="hvit: where does a pyramid vision transformer look?") as demo:
         gr.Markdown(INTRO)
         with gr.Row():
@@ -771,14 +809,11 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
         demo.load(describe_model, model, model_info, api_visibility="private", **run_model)
         if examples:  # the demo opens with an answer for its first example, not with empty plots
             demo.load(analyse_new_image, inputs, outputs, api_visibility="private", **run_model)
-            # Grouped by kind, so a visitor sees which images the model can read before clicking.
-            photos = [p for p in examples if image_kind(p) == PHOTO]
-            groups = [([p for p in examples if p not in photos], EXAMPLES_LABEL), (photos, PHOTOS_LABEL)]
-            for paths, label in groups:
-                if not paths:
-                    continue
+            # Grouped by kind, so a visitor sees which images each model can read before clicking; a
+            # one-shape example chooses the shapes model that learned such images.
+            for paths, label, row_model in _example_groups(examples, models):
                 gr.Examples(
-                    [[str(p), models[0], DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in paths],
+                    [[str(p), row_model, DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in paths],
                     inputs=inputs,
                     outputs=outputs,
                     fn=analyse,

@@ -91,9 +91,7 @@ def home() -> None:
         in_use = common.model_in_use()
         with st.container(border=True):
             if in_use is None:
-                st.info(
-                    "No model is loaded: choose one in the sidebar (the shipped shapes model works offline)."
-                )
+                st.info("No model is loaded: choose one in the sidebar (the shipped models work offline).")
             else:
                 st.markdown(f"**{common.SOURCES[in_use.source]}**")
                 st.caption(in_use.label)

@@ -83,12 +83,18 @@ def test_a_head_that_the_new_stage_lacks_falls_back_to_the_mean() -> None:
     assert at.selectbox(key="att_head").options == ["mean of all heads", "head 1"]
 
 
-def test_the_default_image_is_a_shape_and_a_photo_gets_the_domain_note() -> None:
-    at = _page()
+def test_the_default_image_is_a_pair_scene_and_a_photo_gets_the_domain_note() -> None:
+    at = _page()  # the default model: the 96 px classroom model, trained on shapes-pair
     assert not at.exception and not at.error
-    assert demo.image_kind(at.selectbox(key="att_sample").value) == demo.SHAPES_IMAGE  # the model's own
-    assert any("Learned from the shapes data set" in c.value for c in at.caption)
-    assert not at.warning  # a shape shown to the shapes model: nothing to warn about
+    default = at.selectbox(key="att_sample").value
+    assert demo.image_kind(default) == demo.SHAPES_PAIR_IMAGE  # the model's own kind of image
+    assert demo.sample_mask(default) is not None  # with its mask, so the maps are scored
+    assert any("pointing game" in d.value.columns for d in at.dataframe)
+    assert any("Learned from the shapes-pair data set" in c.value for c in at.caption)
+    assert not at.warning  # a pair scene shown to the pair model: nothing to warn about
+    single = next(p for p in at.selectbox(key="att_sample").options if str(p).startswith("one shape: "))
+    at.selectbox(key="att_sample").set_value(single).run()
+    assert any("Shown one drawn shape, its answer is unreliable" in w.value for w in at.warning)
     photo = next(p for p in at.selectbox(key="att_sample").options if "astronaut" in str(p))
     at.selectbox(key="att_sample").set_value(photo).run()
     assert not at.exception and not at.error

@@ -24,12 +24,31 @@ def test_home_renders_with_the_shipped_model() -> None:
     assert at.title[0].value == "How a hierarchical vision transformer sees"
     assert at.session_state["model_source"] == "shipped"
     in_use = at.session_state["model_in_use"]
-    assert in_use.source == "shipped" and in_use.key.startswith("shipped:")
+    assert in_use.source == "shipped" and in_use.key == "shipped:hvit_classroom.safetensors"  # the default
+    assert in_use.model.preprocessing.img_size == 96
     assert any(m.label == "Classes" for m in at.metric)
     # every page is reachable from the navigation
     for page in ("1_architecture.py", "2_training.py", "3_attention.py", "4_classroom.py"):
         at.switch_page(f"../pages/{page}").run()
         assert not _problems(at), page
+
+
+def test_the_fast_32_px_shapes_model_is_a_second_shipped_choice() -> None:
+    from hvit import demo
+
+    at = _app().run()
+    # listed without "Shipped" and "(offline)": the source above says so, and the labels fit the sidebar
+    assert at.selectbox(key="model_shipped").options == [
+        "Classroom model, 96 px",
+        "Shapes model, 32 px (fast)",
+    ]
+    assert at.selectbox(key="model_shipped").value == demo.SHIPPED
+    at.selectbox(key="model_shipped").set_value(demo.SHIPPED_SHAPES).run()
+    assert not _problems(at)
+    in_use = at.session_state["model_in_use"]
+    assert in_use.key == "shipped:hvit_shapes.safetensors" and in_use.model.preprocessing.img_size == 32
+    at.switch_page("../pages/3_attention.py").run()
+    assert not _problems(at) and at.session_state["model_in_use"].key == in_use.key
 
 
 def test_preset_choice_is_shared_with_the_pages() -> None:

@@ -11,12 +11,14 @@ import torch
 
 import hvit
 from hvit import demo
+from hvit.assets import SHAPES_MODEL
 from hvit.data import SHAPE_CLASSES, infer_domain
 from hvit.preprocessing import Preprocessing
 from hvit.train.checkpoint import stored_preprocessing
 
 PHOTO = Path("hvit/assets/photos/astronaut.jpg")
 SHAPE = Path("hvit/assets/shapes_samples/test/star/test_00004.png")
+PAIR = Path("hvit/assets/shapes_pair_samples/test/star/test_00004.png")
 
 
 def test_domain_is_inferred_from_class_names_for_old_checkpoints():
@@ -34,6 +36,11 @@ def test_domain_is_inferred_from_class_names_for_old_checkpoints():
     }
     assert Preprocessing.from_dict(old).domain is None  # the core keeps what the file says...
     assert stored_preprocessing(old).domain == "shapes"  # ...and loading recognises an older file
+    # the generated sets share class names: the data set the checkpoint records tells them apart
+    assert stored_preprocessing(old, "shapes-pair").domain == "shapes-pair"
+    assert stored_preprocessing(old, "shapes").domain == "shapes"
+    assert stored_preprocessing(old, "my_folder").domain == "shapes"  # not a generated set: names decide
+    assert stored_preprocessing({**old, "domain": "fruit"}, "shapes-pair").domain == "fruit"  # stored wins
     with pytest.raises(ValueError, match="domain must be a short non-empty string"):
         Preprocessing(domain="  ")
 
@@ -48,9 +55,9 @@ def test_domain_travels_in_the_checkpoint(tmp_path):
 
 
 def test_shapes_model_warns_about_a_photo_and_not_about_a_shape():
-    model = demo.load_shipped_model()
+    model = demo.load_shipped_model(SHAPES_MODEL)
     domain = demo.model_domain(model)
-    assert domain.name == "shapes" and domain.img_size == model.preprocessing.img_size
+    assert domain.name == "shapes" and domain.img_size == model.preprocessing.img_size == 32
     assert "6 classes: circle, cross, ring, square, star, triangle" in domain.summary()
     assert f"input {domain.img_size}x{domain.img_size} px" in domain.summary()
     assert demo.image_kind(PHOTO) == demo.PHOTO and demo.image_kind(SHAPE) == demo.SHAPES_IMAGE
@@ -60,11 +67,33 @@ def test_shapes_model_warns_about_a_photo_and_not_about_a_shape():
     assert demo.domain_note(domain, demo.SHAPES_IMAGE) is None  # the generated shapes set
     upload = demo.domain_note(domain, None)
     assert upload.level == "info" and upload.text.startswith("This model only knows")
+    near = demo.domain_note(domain, demo.image_kind(PAIR))  # a pair scene: near, but not what it learned
+    assert near.level == "warning" and "a scene of two drawn shapes, its answer is unreliable" in near.text
+    assert domain.shapes_scene == "single"
+
+
+def test_the_default_classroom_model_knows_pair_scenes():
+    model = demo.load_shipped_model()  # the default: hvit_classroom, trained on shapes-pair
+    domain = demo.model_domain(model)
+    assert domain.name == "shapes-pair" and domain.img_size == 96 and domain.shapes_scene == "pair"
+    assert domain.summary().startswith("Learned from the shapes-pair data set: synthetic pictures of a large")
+    assert demo.image_kind(PAIR) == demo.SHAPES_PAIR_IMAGE and demo.image_kind("shapes-pair") == "shapes-pair"
+    assert demo.domain_note(domain, demo.image_kind(PAIR)) is None
+    single = demo.domain_note(domain, demo.image_kind(SHAPE))
+    assert single.level == "warning" and "Shown one drawn shape, its answer is unreliable" in single.text
+    photo = demo.domain_note(domain, demo.image_kind(PHOTO))
+    assert photo.level == "warning" and "means nothing" in photo.text
+    # its default image is a pair scene, then the one-shape images, then the photographs
+    ordered = demo.samples_for(domain, [PHOTO, SHAPE, PAIR])
+    assert ordered == [PAIR, SHAPE, PHOTO]
+    first = demo.samples_for(domain, demo.sample_images())[0]
+    assert demo.image_kind(first) == demo.SHAPES_PAIR_IMAGE
+    assert demo.sample_mask(first) is not None and demo.sample_label(first) == first.parent.name
 
 
 def test_default_sample_comes_from_the_models_own_domain():
     samples = [PHOTO, Path("hvit/assets/photos/coffee.jpg"), SHAPE]
-    shapes_model = demo.model_domain(demo.load_shipped_model())
+    shapes_model = demo.model_domain(demo.load_shipped_model(SHAPES_MODEL))
     assert demo.samples_for(shapes_model, samples)[0] == SHAPE
     imagenet = hvit.create_model("hvit_nano", num_classes=1000)
     imagenet.preprocessing = Preprocessing(img_size=224, class_names=[f"c{i}" for i in range(1000)])

@@ -1,15 +1,17 @@
-"""The model shipped in hvit/assets/: small, self-describing, and >= 95% accurate on shapes it never saw."""
+"""The 32 px shapes model shipped in hvit/assets/: small, self-describing, and >= 95% accurate on shapes it never saw."""
 
 import pytest
 import torch
 from PIL import Image
 
 import hvit
-from hvit.assets import asset_path, shipped_checkpoint
+from hvit.assets import SHAPES_MODEL, asset_path, shipped_checkpoint
 from hvit.data import SHAPE_CLASSES, HViTDataset, ShapesDataset, build_transforms
 from hvit.train import read_checkpoint
 
-SHIPPED = shipped_checkpoint()
+SHIPPED = shipped_checkpoint(
+    SHAPES_MODEL
+)  # the 32 px shapes model (the classroom model: test_classroom_model.py)
 UNSEEN_SEED = 12345  # training used seed 0 (splits "train" and "val"); this seed was never used
 
 

@@ -269,6 +269,16 @@ def trainer_dist():
 # --- command line ---------------------------------------------------------------------------------------
 
 
+def test_cli_stores_the_generated_set_it_learned_as_the_domain(tmp_path):
+    # shapes and shapes-pair share their class names: only the stored domain tells the apps which it is
+    out = tmp_path / "pair.safetensors"
+    args = ["--model", "hvit_nano", "--dataset", "shapes-pair", "--epochs", "1", "--train-size", "16",
+            "--val-size", "8", "--batch-size", "8", "--img-size", "32", "--output", str(out), "--no-progress"]  # fmt: skip
+    assert cli_main(args) == 0
+    assert read_checkpoint(out).preprocessing["domain"] == "shapes-pair"
+    assert load_checkpoint(out).preprocessing.domain == "shapes-pair"
+
+
 def test_cli_trains_a_folder_of_grayscale_digits_and_resumes(tmp_path, capsys):
     # Ten classes of 28x28 grayscale PNGs and no validation folder: the layout a user brings.
     rng = np.random.default_rng(0)
@@ -287,6 +297,7 @@ def test_cli_trains_a_folder_of_grayscale_digits_and_resumes(tmp_path, capsys):
     pre = model.preprocessing
     assert pre.class_names == [f"class_{c}" for c in range(10)] and model.num_classes == 10
     assert pre.mean[0] == pre.mean[1] == pre.mean[2] < 0.35  # measured on the data, not ImageNet's
+    assert pre.domain is None  # a folder of the user's own: no known data set
     ckpt = read_checkpoint(out)
     assert ckpt.trainer["epoch"] == 1 and len(ckpt.trainer["history"]) == 1
     assert cli_main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0

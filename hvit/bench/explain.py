@@ -26,10 +26,10 @@ TARGETS_S = {"pvt_v2_b0": {"attention extraction": 0.5, "Grad-CAM": 0.5, "IG (32
 
 def _load(name: str, size: int) -> tuple[torch.nn.Module, int, str]:
     if name == "shipped":
-        from hvit.assets import shipped_checkpoint
+        from hvit.assets import SHAPES_MODEL, shipped_checkpoint
         from hvit.train import load_checkpoint
 
-        model = load_checkpoint(shipped_checkpoint()).eval()
+        model = load_checkpoint(shipped_checkpoint(SHAPES_MODEL)).eval()
         return model, model.preprocessing.img_size, "shipped shapes model"
     from hvit.registry import create_model
 

@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cores)
 
     if not args.skip_target:
-        from hvit.assets import shipped_checkpoint
+        from hvit.assets import SHAPES_MODEL, shipped_checkpoint
 
-        shipped = _shipped_args(Path(args.checkpoint) if args.checkpoint else shipped_checkpoint())
+        shipped = _shipped_args(
+            Path(args.checkpoint) if args.checkpoint else shipped_checkpoint(SHAPES_MODEL)
+        )
         torch.set_num_threads(shipped.threads or cores)  # as the shipped command ran
         print(
             f"\ntime to {args.target:.0%} validation accuracy with the shipped command line ({shipped.model} on "

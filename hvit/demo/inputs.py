@@ -1,5 +1,5 @@
-"""The models and images both apps start from: the shipped model, checked image input, prediction,
-and sample images with a known answer (the shapes set's ground-truth masks)."""
+"""The models and images both apps start from: the shipped models, checked image input, prediction,
+and sample images with a known answer (the generated sets' ground-truth masks)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hvit.assets import DEFAULT_MODEL, SHAPES_MODEL, shipped_checkpoint
 from hvit.assets import sample_images as sample_images  # re-exported for the apps
-from hvit.assets import shipped_checkpoint
 from hvit.data import images
 from hvit.model import HierarchialViT
 
 IMAGE_SUFFIXES = images.IMG_EXTENSIONS  # what the apps accept is what the data sets read
 MAX_UPLOAD_BYTES = 10 * 2**20  # 10 MiB: larger files are refused before decoding
 MAX_IMAGE_SIDE = 4096  # pixels; checked from the header, before decoding (decompression bombs)
-SHIPPED = "Shipped shapes model (offline)"
+# The shipped models by label, the apps' default first: the 96 px classroom model (legible attention
+# maps), then the fast 32 px shapes model that live training reproduces.
+SHIPPED = "Shipped classroom model, 96 px (offline)"
+SHIPPED_SHAPES = "Shipped shapes model, 32 px (fast)"
+SHIPPED_MODELS: dict[str, str] = {SHIPPED: DEFAULT_MODEL, SHIPPED_SHAPES: SHAPES_MODEL}
 IMAGENET = "pvt_v2_b0 ImageNet (timm, needs internet)"
 
 
@@ -27,18 +31,26 @@ IMAGENET = "pvt_v2_b0 ImageNet (timm, needs internet)"
 ImageInputError = images.ImageReadError
 
 
-def load_shipped_model() -> HierarchialViT:
-    """The shapes model shipped with the repository, in eval mode."""
+def load_shipped_model(name: str = DEFAULT_MODEL) -> HierarchialViT:
+    """A model shipped with the package, in eval mode.
+
+    Args:
+        name: one of `hvit.assets.shipped_models()`; default the classroom model.
+
+    Raises:
+        FileNotFoundError: no such shipped model, or its file is missing (the message says what to do).
+    """
     from hvit.train import load_checkpoint
 
-    return load_checkpoint(shipped_checkpoint()).eval()
+    return load_checkpoint(shipped_checkpoint(name)).eval()
 
 
 def model_choices() -> list[str]:
-    """Labels of every model an app can offer: the shipped model, ImageNet, then each preset (random)."""
+    """Labels of every model an app can offer: the shipped models (the default first), ImageNet, then
+    each preset (random weights)."""
     from hvit.registry import list_models
 
-    return [SHIPPED, IMAGENET] + [f"{name} (random weights)" for name in list_models()]
+    return [*SHIPPED_MODELS, IMAGENET] + [f"{name} (random weights)" for name in list_models()]
 
 
 def load_model_choice(label: str, num_classes: int | None = None) -> HierarchialViT:
@@ -50,8 +62,8 @@ def load_model_choice(label: str, num_classes: int | None = None) -> Hierarchial
     """
     from hvit.registry import create_model
 
-    if label == SHIPPED:
-        return load_shipped_model()
+    if label in SHIPPED_MODELS:
+        return load_shipped_model(SHIPPED_MODELS[label])
     if label == IMAGENET:
         return create_model("pvt_v2_b0", pretrained=True).eval()
     name = label.removesuffix(" (random weights)")
@@ -151,12 +163,20 @@ def sample_label(path: str | Path) -> str | None:
 
 
 def shapes_example(
-    index: int, img_size: int = 64, split: str = "test"
+    index: int, img_size: int = 64, split: str = "test", scene: str = "single"
 ) -> tuple[Image.Image, str, np.ndarray]:
-    """Image ``index`` of the generated shapes set: (RGB image, class name, (H, W) bool mask)."""
+    """Image ``index`` of the generated shapes set: (RGB image, class name, (H, W) bool mask).
+
+    Args:
+        index: the image's number in ``split`` (seed 0).
+        img_size: its side in pixels.
+        split: "train", "val" or "test".
+        scene: "single" (the ``shapes`` set) or "pair" (``shapes-pair``: the mask covers the large,
+            labelled shape only).
+    """
     from hvit.data import SHAPE_CLASSES, render_shape
 
-    image, label, mask = render_shape(index, img_size, seed=0, split=split)
+    image, label, mask = render_shape(index, img_size, seed=0, split=split, scene=scene)
     return Image.fromarray(image, "RGB"), SHAPE_CLASSES[label], mask
 
 

@@ -343,10 +343,10 @@ def _run(a: argparse.Namespace) -> EvaluationReport:
 
         model, source = create_model(a.model, num_classes=6).eval(), f"{a.model} (random weights)"
     else:
-        from hvit.assets import shipped_checkpoint
+        from hvit.assets import SHAPES_MODEL, shipped_checkpoint
         from hvit.train import load_checkpoint
 
-        path = a.checkpoint or shipped_checkpoint()
+        path = a.checkpoint or shipped_checkpoint(SHAPES_MODEL)
         model, source, dataset = load_checkpoint(path).eval(), str(path), _trained_on(path)
     available = list(explanation_methods(model))
     unknown = [m for m in a.methods or () if m not in available]

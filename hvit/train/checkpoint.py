@@ -801,16 +801,27 @@ def load_checkpoint(
     check_compatible(ckpt, model)
     model.load_state_dict(ckpt.state_dict)
     if ckpt.preprocessing is not None:
-        model.preprocessing = stored_preprocessing(ckpt.preprocessing)
+        model.preprocessing = stored_preprocessing(ckpt.preprocessing, ckpt.extra.get("dataset"))
     return model.to(device).eval()
 
 
-def stored_preprocessing(stored: dict[str, Any]) -> Preprocessing:
-    """The `Preprocessing` of a checkpoint's metadata; a file written before ``domain`` existed gets the
-    domain its class names identify (`hvit.data.infer_domain`), or None."""
+def stored_preprocessing(stored: dict[str, Any], dataset: Any = None) -> Preprocessing:
+    """The `Preprocessing` of a checkpoint's metadata.
+
+    A file written before ``domain`` existed gets the domain its class names identify
+    (`hvit.data.infer_domain`), or None. The generated sets share their class names ("shapes" and
+    "shapes-pair"), so for those the data set the checkpoint records (``extra["dataset"]``) decides.
+
+    Args:
+        stored: the checkpoint's preprocessing metadata.
+        dataset: the data set the checkpoint records it learned (``extra["dataset"]``), if any.
+    """
     from hvit.data.domains import infer_domain
+    from hvit.data.shapes import SHAPE_SCENES
 
     pre = Preprocessing.from_dict(stored)
     if "domain" not in stored:  # written before the field existed (a stored null stays None)
         pre.domain = infer_domain(pre.class_names)
+        if pre.domain == "shapes" and dataset in SHAPE_SCENES.values():
+            pre.domain = dataset  # e.g. the classroom model, trained on "shapes-pair"
     return pre

@@ -39,7 +39,15 @@ from hvit.command_line import (
     reporting_errors,
 )
 from hvit.config import MAX_SIDE
-from hvit.data import AUGMENTATIONS, BUILTIN_DATASETS, build_transforms, dataset_stats, load_dataset
+from hvit.data import (
+    AUGMENTATIONS,
+    BUILTIN_DATASETS,
+    SHAPE_SCENES,
+    build_transforms,
+    dataset_stats,
+    infer_domain,
+    load_dataset,
+)
 from hvit.preprocessing import Preprocessing
 from hvit.train.callbacks import ProgressBar
 from hvit.train.checkpoint import CheckpointError, read_checkpoint
@@ -226,7 +234,9 @@ def prepare_run(
     if args.epochs is None:
         args.epochs = max(TrainConfig().epochs, min(100, math.ceil(_MIN_IMAGES / max(len(train_data), 1))))
     mean, std = dataset_stats(args.dataset, img_size=img_size, data_dir=args.data_dir)
-    preprocessing = Preprocessing(img_size=img_size, mean=mean, std=std, class_names=classes)
+    # A generated set names its domain; the classic sets and folders are recognised by their class names.
+    domain = kind if kind in SHAPE_SCENES.values() else infer_domain(classes)
+    preprocessing = Preprocessing(img_size=img_size, mean=mean, std=std, class_names=classes, domain=domain)
     augment = args.augment or ("strong" if kind == "cifar10" else "light")
     train_full.transform = build_transforms(preprocessing, train=True, augment=augment)
     (val_base or val_data).transform = build_transforms(preprocessing, train=False)

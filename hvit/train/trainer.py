@@ -625,7 +625,7 @@ class HViTTrainer:
         if ckpt.preprocessing is not None and hasattr(self.module, "preprocessing"):
             from hvit.train.checkpoint import stored_preprocessing
 
-            self.module.preprocessing = stored_preprocessing(ckpt.preprocessing)
+            self.module.preprocessing = stored_preprocessing(ckpt.preprocessing, ckpt.extra.get("dataset"))
         if ckpt.optimizer is not None:
             if not restore_optimizer:
                 logger.warning(
