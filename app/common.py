@@ -12,13 +12,19 @@ done by `hvit`; this module decides where it is shown and keeps it per browser s
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
+import logging
+import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects  # noqa: F401 - every page draws with it: imported before the freeze below
 import streamlit as st
 from PIL import Image
 
@@ -34,6 +40,11 @@ SOURCES: dict[str, str] = {
     "imagenet": "ImageNet pvt_v2_b0 (timm, needs internet)",
 }
 CHECKPOINT_TYPES = ["safetensors", "pt", "pth"]
+# What the attention page computes before anyone asks (its form's defaults; `warm_up` uses the same).
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "grad_cam")
+DEFAULT_IG_STEPS = 32
+DEFAULT_NOISE_SAMPLES = 16
+logger = logging.getLogger("hvit.app")
 PAGE_ICON = Path(__file__).resolve().parent / "icon.png"  # a token pyramid: 4x4, 2x2, 1x1
 SCORE_COLUMNS = {
     "pointing game": st.column_config.NumberColumn(
@@ -83,6 +94,15 @@ def setup_page() -> None:
         "[data-testid='stMain'] h1{font-size:2.3rem;padding-top:0}"
         "</style>"
     )
+
+
+# Everything imported by now (torch, plotly, streamlit, hvit: ~450,000 objects) lives as long as the
+# server. Freezing it once, here (this module is imported once per server), takes it out of Python's
+# cyclic garbage collector, whose full collections would otherwise walk it all (0.5 s each on two
+# cores) at random moments during a click. With `runner.postScriptGC = false` in
+# .streamlit/config.toml (no forced full collection after every script run), a click pays only for the
+# objects it makes.
+gc.freeze()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -509,7 +529,6 @@ def head_stats(
     return summarize_by_stage(head_statistics(_model, _image))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def attribution(
     _model: hvit.HierarchialViT,
     model_key: str,
@@ -520,7 +539,27 @@ def attribution(
     stage: int,
     settings: tuple,
 ) -> dict:
-    """One Captum method's map of one image: ``map`` (S, S), ``signed``, ``note``, ``delta``."""
+    """One Captum method's map of one image: ``map`` (S, S), ``signed``, ``note``, ``delta``.
+
+    ``stage`` (Grad-CAM's stage) is ignored by the other methods, so it is left out of their cache key:
+    the lesson and the attention page then share one integrated-gradients map.
+    """
+    return _attribution(
+        _model, model_key, _image, image_key, method, target, stage if method == "grad_cam" else -1, settings
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _attribution(
+    _model: hvit.HierarchialViT,
+    model_key: str,
+    _image: Image.Image,
+    image_key: str,
+    method: str,
+    target: int,
+    stage: int,
+    settings: tuple,
+) -> dict:
     from hvit.explain import AttributionSettings, compute_attribution
 
     result = compute_attribution(_model, _image, target, method, stage, AttributionSettings(*settings))
@@ -574,3 +613,73 @@ def ablation_scan(
 @st.cache_data(max_entries=8, show_spinner=False)
 def complexity_report(_model: hvit.HierarchialViT, model_key: str) -> Any:
     return hvit.model_complexity(_model)
+
+
+def attribution_settings(steps: int = DEFAULT_IG_STEPS, samples: int = DEFAULT_NOISE_SAMPLES) -> tuple:
+    """The attribution settings as the cached functions take them (a hashable tuple)."""
+    from hvit.explain import AttributionSettings
+
+    return dataclasses.astuple(
+        AttributionSettings(n_steps=int(steps), nt_samples=int(samples), shap_samples=int(samples))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Work started before it is asked for
+# ---------------------------------------------------------------------------------------------------
+
+_warmed: set[str] = set()
+_warm_lock = threading.Lock()
+
+
+def warm_up(in_use: ModelInUse) -> None:
+    """Compute, in a background thread, what the pages show for the model's own sample images.
+
+    A class opens the same pages on the same samples: the first to ask should not wait for the model,
+    and a click on "another sample" should find its maps ready. Once per model key per server, the
+    thread fills the same caches the pages read (same functions, same arguments), sample by sample in
+    the order the picker lists them: prediction, attention views, rollout, head statistics, the
+    attention page's default attributions and the lesson's randomisation check. It runs at the lowest
+    CPU priority with one torch thread, so a click that needs the CPU gets it first. Set
+    ``HVIT_WARM_UP=0`` to turn it off.
+    """
+    if os.environ.get("HVIT_WARM_UP", "1") == "0":
+        return
+    with _warm_lock:
+        if in_use.key in _warmed:
+            return
+        _warmed.add(in_use.key)
+    threading.Thread(target=_warm, args=(in_use,), name=f"hvit-warm-up {in_use.key}", daemon=True).start()
+
+
+def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
+    """The warm-up itself (`warm_up` runs it in a thread): ``max_images`` samples at most."""
+    import torch
+
+    try:  # the lowest priority for this thread only (Linux: a thread is a task with its own nice value)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+    torch.set_num_threads(1)  # this thread's OpenMP team: leave the other core to the pages
+    model, key = in_use.model, in_use.key
+    settings = attribution_settings()
+    cam_stage = len(model.config.depths) - 1
+    domain = demo.model_domain(model)
+    paths = [p for p in demo.samples_for(domain, sample_paths()) if demo.image_kind(p) in domain.image_kinds]
+    try:
+        for path in paths[:max_images]:
+            image = demo.load_image(path)
+            ikey = f"sample:{path.parent.name}/{path.name}"
+            pred = prediction(model, key, image, ikey)
+            attention_views(model, key, image, ikey)
+            rollout_maps(model, key, image, ikey)
+            head_stats(model, key, image, ikey)
+            target = pred.class_index[0]
+            maps = {
+                m: attribution(model, key, image, ikey, m, target, cam_stage, settings)
+                for m in DEFAULT_METHODS
+            }
+            ig = {"integrated_gradients": maps["integrated_gradients"]["map"]}
+            randomisation(model, key, image, ikey, ig, ("integrated_gradients",), target, -1, settings)
+    except Exception:  # a cache left cold is only slower; the page computes it and shows any error
+        logger.warning("warm-up of %s stopped", key, exc_info=True)

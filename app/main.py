@@ -122,7 +122,9 @@ def main() -> None:
         for file, title, icon, url, _ in PAGES
     ]
     navigation = st.navigation(pages, position="sidebar")
-    common.model_sidebar()
+    in_use = common.model_sidebar()
+    if in_use is not None and in_use.source == "shipped":
+        common.warm_up(in_use)  # the class's next clicks, computed while it reads this page
     try:
         navigation.run()
     except Exception as err:  # the safety net: a message and a next step, never a traceback on the page

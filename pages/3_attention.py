@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import streamlit as st
 
 import common
 from hvit import demo
-from hvit.explain import AttributionSettings, figures
+from hvit.explain import figures
 
 METHOD_LABELS = {
     "saliency": "Saliency",
@@ -209,7 +207,7 @@ def attributions() -> None:
         methods = st.multiselect(
             "Methods",
             list(METHOD_LABELS),
-            default=["saliency", "integrated_gradients", "grad_cam"],
+            default=list(common.DEFAULT_METHODS),
             format_func=METHOD_LABELS.get,
             key="att_methods",
         )
@@ -227,15 +225,23 @@ def attributions() -> None:
             format_func=lambda s: f"stage {s + 1}",
         )
         steps = c[2].number_input(
-            "IG steps", 4, 256, 32, step=4, help="Integration steps of integrated gradients."
+            "IG steps",
+            4,
+            256,
+            common.DEFAULT_IG_STEPS,
+            step=4,
+            help="Integration steps of integrated gradients.",
         )
         samples = c[3].number_input(
-            "Noise samples", 2, 64, 16, step=2, help="SmoothGrad and GradientSHAP samples."
+            "Noise samples",
+            2,
+            64,
+            common.DEFAULT_NOISE_SAMPLES,
+            step=2,
+            help="SmoothGrad and GradientSHAP samples.",
         )
         st.form_submit_button("Compute attributions", type="primary", icon=":material/auto_awesome:")
-    settings = dataclasses.astuple(
-        AttributionSettings(n_steps=int(steps), nt_samples=int(samples), shap_samples=int(samples))
-    )
+    settings = common.attribution_settings(steps, samples)
     target_index = pred.class_index[0] if target < 0 else int(target)
     if not methods:
         st.info("Choose at least one method.")

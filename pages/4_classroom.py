@@ -7,13 +7,11 @@ heads in the address are numbered from 1, as on screen (``?step=2&stage=1&head=2
 
 from __future__ import annotations
 
-import dataclasses
-
 import streamlit as st
 
 import common
 from hvit import demo
-from hvit.explain import AttributionSettings, figures
+from hvit.explain import figures
 
 STEPS = {1: "Patches", 2: "Attention", 3: "Reduction", 4: "Pyramid", 5: "Decision", 6: "Trust"}
 KEYS = (
@@ -368,7 +366,7 @@ def lesson_step() -> None:
                 )
 
     elif step == 6:
-        settings = dataclasses.astuple(AttributionSettings())
+        settings = common.attribution_settings()
         target = pred.class_index[0]
         with st.spinner("Computing integrated gradients and checking them against a randomised model…"):
             ig = common.attribution(

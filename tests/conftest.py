@@ -9,6 +9,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The app's background warm-up (app/common.py `warm_up`) would compute a dozen images' maps behind
+# every app test; tests/test_app_home.py checks it on its own.
+os.environ.setdefault("HVIT_WARM_UP", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -92,3 +92,45 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_in_words() -> None:
 
     with pytest.raises(ValueError, match="is not an hvit checkpoint"):
         common._checkpoint_from_bytes(b"definitely not safetensors", "model.safetensors")
+
+
+def test_the_warm_up_fills_the_caches_the_pages_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the warm-up computes is found by the pages: same functions, same cache keys."""
+    import sys
+
+    sys.path.insert(0, str(Path(MAIN).parent))
+    import torch
+
+    import common
+    import hvit.explain
+    from hvit import demo
+
+    model = demo.load_shipped_model(demo.SHIPPED_MODELS[demo.SHIPPED_SHAPES])
+    in_use = common.ModelInUse(model, "shipped:warm-up-test", "shapes", "shipped")
+    calls: list[str] = []
+    real = hvit.explain.compute_attribution
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hvit.explain, "compute_attribution", counting)
+    threads = torch.get_num_threads()
+    common._warm(in_use, max_images=1)
+    torch.set_num_threads(threads)
+    assert sorted(calls) == sorted(common.DEFAULT_METHODS)  # each default method computed once
+
+    # the attention page's request for the first sample, as the page makes it: no new computation
+    domain = demo.model_domain(model)
+    path = next(
+        p for p in demo.samples_for(domain, common.sample_paths()) if demo.image_kind(p) in domain.image_kinds
+    )
+    image, ikey = demo.load_image(path), f"sample:{path.parent.name}/{path.name}"
+    target = common.prediction(model, in_use.key, image, ikey).class_index[0]
+    settings = common.attribution_settings()
+    last = len(model.config.depths) - 1
+    for method in common.DEFAULT_METHODS:
+        common.attribution(model, in_use.key, image, ikey, method, target, last, settings)
+    # the lesson asks for integrated gradients without a Grad-CAM stage: the same cached map
+    common.attribution(model, in_use.key, image, ikey, "integrated_gradients", target, -1, settings)
+    assert len(calls) == len(common.DEFAULT_METHODS)
