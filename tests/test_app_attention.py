@@ -94,11 +94,11 @@ def test_the_default_image_is_a_pair_scene_and_a_photo_gets_the_domain_note() ->
     assert not at.warning  # a pair scene shown to the pair model: nothing to warn about
     single = next(p for p in at.selectbox(key="att_sample").options if str(p).startswith("one shape: "))
     at.selectbox(key="att_sample").set_value(single).run()
-    assert any("Shown one drawn shape, its answer is unreliable" in w.value for w in at.warning)
+    assert any("A picture of one drawn shape is outside" in w.value for w in at.warning)
     photo = next(p for p in at.selectbox(key="att_sample").options if "astronaut" in str(p))
     at.selectbox(key="att_sample").set_value(photo).run()
     assert not at.exception and not at.error
-    assert any("means nothing" in w.value and "a photograph" in w.value for w in at.warning)
+    assert any("means nothing" in w.value and "A photograph is outside" in w.value for w in at.warning)
     figures = _figures(at)
     query = figures[0]["data"][1]  # the attention heat map over the image
     assert (
