@@ -413,7 +413,7 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     text = ga.describe_model(core.IMAGENET)
-    assert "not available" in text and "shipped shapes model" in text
+    assert "not available" in text and "choose the shipped classroom model" in text
     with pytest.raises(gr.Error, match="could not fetch the ImageNet weights") as info:
         ga.analyse(str(samples[0]), core.IMAGENET, FAST, 1)
     assert info.value.title == "ImageNet weights unavailable"
