@@ -68,7 +68,7 @@ from hvit.demo.domain import (
     image_kind,
     model_domain,
 )
-from hvit.explain import METHODS, AttributionSettings, compute_attribution, prepare_images
+from hvit.explain import METHODS, AttributionSettings, compute_attribution, default_cam_stage, prepare_images
 from hvit.explain._inputs import display_images
 from hvit.explain.figures import head_grid_figure, panel_grid_figure, stage_panels_figure
 from hvit.explain.rollout import rollout_all_stages
@@ -439,6 +439,17 @@ def _attribution_figure(model: HierarchialViT, image: Image.Image, method: str, 
     )  # fmt: skip
 
 
+def start_stage(label: str) -> int:
+    """The 1-based stage the stage selector starts on for model ``label``: Grad-CAM's default stage
+    (`hvit.explain.default_cam_stage`, the deepest stage fine enough to point at the object); 1 when the
+    model cannot be loaded here (e.g. ImageNet offline). Loads the model (once), as a visitor would."""
+    try:
+        model, _ = MODELS.load(_check_model_label(label))
+    except (PretrainedUnavailableError, FileNotFoundError, CheckpointError):
+        return 1
+    return default_cam_stage(model.config) + 1
+
+
 def describe_model(label: str) -> str:
     """Markdown about the selected model: its domain (what it learned, its classes, its input size).
 
@@ -713,6 +724,12 @@ def _example_groups(examples: Sequence[Path], models: Sequence[str]) -> list[tup
     return groups
 
 
+def example_row(path: Path, model_label: str) -> list[Any]:
+    """One example's values for `analyse`'s inputs: the image, the model that learned its kind, and
+    that model's defaults (method, stage, view, query point at the centre)."""
+    return [str(path), model_label, DEFAULT_METHOD, start_stage(model_label), DEFAULT_VIEW, 50, 50]
+
+
 def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | None = None) -> gr.Blocks:
     """The Gradio app, not yet launched.
 
@@ -762,7 +779,9 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
                     value=DEFAULT_METHOD,
                     label="Attribution method",
                 )
-                stage = gr.Radio([1, 2, 3, 4], value=1, label="Stage for the head grid (and Grad-CAM)")
+                stage = gr.Radio(
+                    [1, 2, 3, 4], value=start_stage(models[0]), label="Stage for the head grid (and Grad-CAM)"
+                )
                 run = gr.Button("Predict and explain", variant="primary")
             with gr.Column(scale=3):
                 summary = gr.Markdown()
@@ -813,7 +832,7 @@ def build_demo(models: Sequence[str] = DEMO_MODELS, examples: Sequence[Path] | N
             # one-shape example chooses the shapes model that learned such images.
             for paths, label, row_model in _example_groups(examples, models):
                 gr.Examples(
-                    [[str(p), row_model, DEFAULT_METHOD, 1, DEFAULT_VIEW, 50, 50] for p in paths],
+                    [example_row(p, row_model) for p in paths],
                     inputs=inputs,
                     outputs=outputs,
                     fn=analyse,

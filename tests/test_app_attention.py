@@ -32,6 +32,13 @@ def test_renders_maps_for_the_default_model_and_image() -> None:
     kinds = [fig["layout"].get("title", {}).get("text", "") for fig in _figures(at)]
     assert any("Where the query looks" in k for k in kinds)
     assert len(_figures(at)) >= 6  # query, key grid, heads, head stats, rollout, attributions
+    # Grad-CAM starts on the classroom model's 12x12 stage 2 (hvit.explain.default_cam_stage), not the
+    # 3x3 last stage, and the attribution panel's title names it
+    (cam_stage,) = [s for s in at.selectbox if s.label == "Grad-CAM stage"]
+    assert cam_stage.value == 1 and cam_stage.format_func(cam_stage.value) == "stage 2"
+    assert any(
+        "Grad-CAM (stage 2)" in json.dumps(fig["layout"].get("annotations", [])) for fig in _figures(at)
+    )
 
 
 def test_stage_head_and_query_change_the_maps() -> None:

@@ -503,7 +503,7 @@ def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
 
 def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
-    config = ga.build_demo().get_config_file()  # builds without loading any model
+    config = ga.build_demo().get_config_file()  # loads the shipped models its defaults come from
     datasets = [c for c in config["components"] if c["type"] == "dataset"]
     offered = ga.example_images()
     assert sum(len(d["props"]["samples"]) for d in datasets) == len(offered) > 0  # every shipped sample
@@ -525,6 +525,15 @@ def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp
         assert "photos" not in offered[0].parts  # the default model's kind of image comes first
     (dropdown,) = [c for c in config["components"] if c["props"].get("label") == "Model"]
     assert dropdown["props"]["value"] == core.SHIPPED
+    # The stage starts on Grad-CAM's default for the default model: stage 2 (12x12) of the classroom
+    # model, not stage 4 (3x3); each example row carries the default of the model it chooses.
+    (radio,) = [c for c in config["components"] if str(c["props"].get("label", "")).startswith("Stage for")]
+    assert radio["props"]["value"] == ga.start_stage(core.SHIPPED) == 2
+    for paths, _, model in groups:
+        row = ga.example_row(paths[0], model)
+        assert row[:2] == [str(paths[0]), model] and row[3] == ga.start_stage(model)
+        assert row == [str(paths[0]), model, ga.DEFAULT_METHOD, row[3], ga.DEFAULT_VIEW, 50, 50]
+    assert ga.start_stage(core.SHIPPED_SHAPES) == 2  # the 32 px model's 8x8 stage
 
 
 # --- the launched app, through gradio_client --------------------------------------------------------
