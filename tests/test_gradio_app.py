@@ -141,6 +141,12 @@ def test_every_attribution_method_gives_a_map(samples, model, method):
     assert z.shape == (model.preprocessing.img_size,) * 2 and np.isfinite(z).all()
     if method in {"integrated_gradients", "input_x_gradient", "gradient_shap", "occlusion"}:
         assert attr.zmid == 0 and attr.zmin == -attr.zmax  # signed: diverging scale centred on zero
+    if method == "occlusion":  # the demo's cheaper occlusion: each square of an 8x8 grid hidden once
+        side = model.preprocessing.img_size // ga.OCCLUSION_GRID
+        blocks = z.reshape(ga.OCCLUSION_GRID, side, ga.OCCLUSION_GRID, side)
+        assert np.ptp(blocks, axis=(1, 3)).max() < 1e-6 * np.abs(z).max()  # one value per square
+        assert len(np.unique(blocks[:, 0, :, 0])) > 1  # and the squares differ
+        assert f"({ga.OCCLUSION_GRID**2} passes)" in ga.METHOD_LABELS[method]
 
 
 # --- what the attention plots show: the query point, rollout, colours against uniform ----------------
