@@ -80,3 +80,24 @@ def test_space_summary_counts_percentiles_and_slow_cases_per_endpoint():
     )
     assert table(rows).count("\n") == 2 + len(rows) - 1 and "| /predict | **all** | 8 |" in table(rows)
     assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"] and rotated([], 3) == []
+
+
+@pytest.mark.slow
+def test_space_benchmark_calls_every_endpoint_of_the_launched_demo(capsys):
+    # One round end to end: the demo starts on a loopback port, every method and view is called through
+    # gradio_client, and the server is stopped (no timing asserted: the machine may be busy).
+    from hvit.bench.space import main
+
+    assert main(["--repeats", "1", "--images", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| /")]
+    assert len([r for r in rows if "**all**" in r]) == 3
+    assert {r.split("|")[2].strip() for r in rows} >= {
+        "occlusion",
+        "grad_cam",
+        "query",
+        "rollout",
+        "received",
+    }
+    assert all(r.split("|")[3].strip() == "1" for r in rows if "**all**" not in r)  # one timed call each
+    assert out[-1].startswith("space: /predict median ") and " of 17 calls" in out[-1]
