@@ -30,6 +30,7 @@ from PIL import Image
 
 import hvit
 from hvit import demo
+from hvit.explain import default_cam_stage
 
 # Where the model in use comes from. The keys are stable (tests and other pages use them).
 SOURCES: dict[str, str] = {
@@ -663,7 +664,7 @@ def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
     torch.set_num_threads(1)  # this thread's OpenMP team: leave the other core to the pages
     model, key = in_use.model, in_use.key
     settings = attribution_settings()
-    cam_stage = len(model.config.depths) - 1
+    cam_stage = default_cam_stage(model.config)
     domain = demo.model_domain(model)
     paths = [p for p in demo.samples_for(domain, sample_paths()) if demo.image_kind(p) in domain.image_kinds]
     try:

@@ -98,11 +98,18 @@ def _cached_weights(timm_name: str) -> str | None:
     return path if isinstance(path, str) else None
 
 
+# The model to name when ImageNet weights cannot be fetched: the shipped default (`hvit.assets.DEFAULT_MODEL`;
+# the core does not import the assets layer, a test keeps the two equal).
+OFFLINE_MODEL = "hvit_classroom"
+
+
 def _offline_message(timm_name: str, reason: str) -> str:
     return (
         f"could not fetch the ImageNet weights of timm's {timm_name!r} (repository timm/{timm_name}.in1k on "
         f"the Hugging Face Hub): {reason}. This needs internet once; the weights are then cached. Offline, "
-        "use the shipped shapes model, or load a checkpoint with hvit.load_checkpoint(path)."
+        f"choose the shipped classroom model (the apps' default), or in Python load it with "
+        f"hvit.load_checkpoint(hvit.assets.shipped_checkpoint({OFFLINE_MODEL!r})) or any checkpoint with "
+        "hvit.load_checkpoint(path)."
     )
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 import common
 from hvit import demo
-from hvit.explain import figures
+from hvit.explain import default_cam_stage, figures
 
 METHOD_LABELS = {
     "saliency": "Saliency",
@@ -221,7 +221,7 @@ def attributions() -> None:
         cam_stage = c[1].selectbox(
             "Grad-CAM stage",
             range(views.num_stages),
-            index=views.num_stages - 1,
+            index=default_cam_stage(model.config),  # the deepest stage fine enough to point at the object
             format_func=lambda s: f"stage {s + 1}",
         )
         steps = c[2].number_input(

@@ -322,11 +322,19 @@ def lesson_step() -> None:
                 cols=2 if len(maps) == 4 else min(3, len(maps)),
                 panel_height=280,
                 opacity_slider=False,
-                title="The same query's attention at every stage (mean of the heads)",
+                title="The same query's attention at every stage (mean of the heads), each on its own scale",
                 uniform=[views.uniform_level(s) for s in range(len(maps))],
+                # Each stage on its own bar: a deep stage's few keys reach many times uniform, and on
+                # one shared range the early stages' structure (up to 2-3x) would be drawn near black.
+                shared_scale=False,
             ),
             key="cls_stages",
             **CHART,
+        )
+        st.caption(
+            "Each stage has its own colour bar, in multiples of uniform attention: 1 = the query spreading "
+            "evenly over that stage's keys. Deeper stages have fewer keys, so their attention can reach "
+            "many times uniform; compare the stages by where their maps stand against the 1 mark."
         )
 
     elif step == 5:

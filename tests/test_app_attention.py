@@ -32,6 +32,13 @@ def test_renders_maps_for_the_default_model_and_image() -> None:
     kinds = [fig["layout"].get("title", {}).get("text", "") for fig in _figures(at)]
     assert any("Where the query looks" in k for k in kinds)
     assert len(_figures(at)) >= 6  # query, key grid, heads, head stats, rollout, attributions
+    # Grad-CAM starts on the classroom model's 12x12 stage 2 (hvit.explain.default_cam_stage), not the
+    # 3x3 last stage, and the attribution panel's title names it
+    (cam_stage,) = [s for s in at.selectbox if s.label == "Grad-CAM stage"]
+    assert cam_stage.value == 1 and cam_stage.format_func(cam_stage.value) == "stage 2"
+    assert any(
+        "Grad-CAM (stage 2)" in json.dumps(fig["layout"].get("annotations", [])) for fig in _figures(at)
+    )
 
 
 def test_stage_head_and_query_change_the_maps() -> None:
@@ -94,11 +101,11 @@ def test_the_default_image_is_a_pair_scene_and_a_photo_gets_the_domain_note() ->
     assert not at.warning  # a pair scene shown to the pair model: nothing to warn about
     single = next(p for p in at.selectbox(key="att_sample").options if str(p).startswith("one shape: "))
     at.selectbox(key="att_sample").set_value(single).run()
-    assert any("Shown one drawn shape, its answer is unreliable" in w.value for w in at.warning)
+    assert any("A picture of one drawn shape is outside" in w.value for w in at.warning)
     photo = next(p for p in at.selectbox(key="att_sample").options if "astronaut" in str(p))
     at.selectbox(key="att_sample").set_value(photo).run()
     assert not at.exception and not at.error
-    assert any("means nothing" in w.value and "a photograph" in w.value for w in at.warning)
+    assert any("means nothing" in w.value and "A photograph is outside" in w.value for w in at.warning)
     figures = _figures(at)
     query = figures[0]["data"][1]  # the attention heat map over the image
     assert (

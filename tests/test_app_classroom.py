@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -74,3 +75,21 @@ def test_the_url_numbers_stages_and_heads_from_one() -> None:
     assert "head 1" in at.selectbox(key="cls_head").options
     params = {k: at.query_params[k] for k in ("stage", "head")}
     assert {k: v if isinstance(v, str) else v[0] for k, v in params.items()} == {"stage": "1", "head": "1"}
+
+
+def test_the_pyramid_step_draws_each_stage_on_its_own_scale() -> None:
+    """Step 4: a deep stage's few keys reach many times uniform; on one shared range stages 1-2 went
+    dark, so every stage has its own colour bar, each marking uniform attention."""
+    at = _page(step="4")
+    assert not at.exception and not at.error
+    fig = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "every stage" in json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+    )
+    heat = [t for t in fig["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 4 and all(t["showscale"] for t in heat)  # one bar per stage
+    assert all("1 = uniform" in t["colorbar"]["ticktext"] for t in heat)
+    assert all(t["zmin"] == 0 and t["zmax"] >= 2 for t in heat)  # anchored at 0, uniform mid-scale or lower
+    assert len({t["zmax"] for t in heat}) > 1  # each range fits its own stage
+    assert any("its own colour bar" in c.value for c in at.caption)

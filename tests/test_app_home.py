@@ -128,9 +128,9 @@ def test_the_warm_up_fills_the_caches_the_pages_read(monkeypatch: pytest.MonkeyP
     image, ikey = demo.load_image(path), f"sample:{path.parent.name}/{path.name}"
     target = common.prediction(model, in_use.key, image, ikey).class_index[0]
     settings = common.attribution_settings()
-    last = len(model.config.depths) - 1
+    cam_stage = hvit.explain.default_cam_stage(model.config)
     for method in common.DEFAULT_METHODS:
-        common.attribution(model, in_use.key, image, ikey, method, target, last, settings)
+        common.attribution(model, in_use.key, image, ikey, method, target, cam_stage, settings)
     # the lesson asks for integrated gradients without a Grad-CAM stage: the same cached map
     common.attribution(model, in_use.key, image, ikey, "integrated_gradients", target, -1, settings)
     assert len(calls) == len(common.DEFAULT_METHODS)

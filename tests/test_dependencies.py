@@ -38,6 +38,7 @@ LAZY_OPTIONAL = {
     ("hvit/demo/training_queue.py", "streamlit"): "app",  # asks Streamlit whether a job's tab is open
     ("hvit/bench/browser.py", "playwright"): "dev",  # `python -m hvit.bench browser` drives Chromium
     ("hvit/bench/classroom.py", "playwright"): "dev",  # `python -m hvit.bench classroom` likewise
+    ("hvit/bench/space.py", "gradio_client"): "dev",  # `python -m hvit.bench space` calls the Space's API
 }
 DEV_ONLY = {"pytest", "ruff", "playwright", "gradio-client"}
 

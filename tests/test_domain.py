@@ -4,6 +4,7 @@ an image from outside it gets a note that the answer means nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,21 @@ def test_shapes_model_warns_about_a_photo_and_not_about_a_shape():
     assert f"input {domain.img_size}x{domain.img_size} px" in domain.summary()
     assert demo.image_kind(PHOTO) == demo.PHOTO and demo.image_kind(SHAPE) == demo.SHAPES_IMAGE
     note = demo.domain_note(domain, demo.image_kind(PHOTO))
-    assert note.level == "warning" and "means nothing" in note.text and "a photograph" in note.text
+    assert (
+        note.level == "warning"
+        and "means nothing" in note.text
+        and note.text.startswith("A photograph is outside")
+    )
     assert demo.domain_note(domain, demo.image_kind(SHAPE)) is None
     assert demo.domain_note(domain, demo.SHAPES_IMAGE) is None  # the generated shapes set
     upload = demo.domain_note(domain, None)
     assert upload.level == "info" and upload.text.startswith("This model only knows")
     near = demo.domain_note(domain, demo.image_kind(PAIR))  # a pair scene: near, but not what it learned
-    assert near.level == "warning" and "a scene of two drawn shapes, its answer is unreliable" in near.text
+    assert near.level == "warning"
+    assert near.text.startswith(
+        "A scene of two drawn shapes is outside what this model learned: it only knows"
+    )
+    assert "Its answer here is unreliable" in near.text
     assert domain.shapes_scene == "single"
 
 
@@ -80,9 +89,14 @@ def test_the_default_classroom_model_knows_pair_scenes():
     assert demo.image_kind(PAIR) == demo.SHAPES_PAIR_IMAGE and demo.image_kind("shapes-pair") == "shapes-pair"
     assert demo.domain_note(domain, demo.image_kind(PAIR)) is None
     single = demo.domain_note(domain, demo.image_kind(SHAPE))
-    assert single.level == "warning" and "Shown one drawn shape, its answer is unreliable" in single.text
+    assert single.level == "warning" and "Its answer here is unreliable" in single.text
     photo = demo.domain_note(domain, demo.image_kind(PHOTO))
-    assert photo.level == "warning" and "means nothing" in photo.text
+    assert photo.level == "warning" and photo.text == (
+        "A photograph is outside what this model learned: it only knows synthetic pictures of a large "
+        "coloured shape (the answer) and a small decoy of another class on a cluttered background "
+        "(6 classes: circle, cross, ring, square, star, triangle). It still picks one of its classes, so "
+        "the answer means nothing here."
+    )
     # its default image is a pair scene, then the one-shape images, then the photographs
     ordered = demo.samples_for(domain, [PHOTO, SHAPE, PAIR])
     assert ordered == [PAIR, SHAPE, PHOTO]
@@ -99,8 +113,29 @@ def test_default_sample_comes_from_the_models_own_domain():
     imagenet.preprocessing = Preprocessing(img_size=224, class_names=[f"c{i}" for i in range(1000)])
     photos_first = demo.samples_for(demo.model_domain(imagenet), samples)
     assert photos_first[:2] == samples[:2] and photos_first[2] == SHAPE
-    assert demo.domain_note(demo.model_domain(imagenet), demo.SHAPES_IMAGE).level == "warning"
+    shape_note = demo.domain_note(demo.model_domain(imagenet), demo.SHAPES_IMAGE)
+    assert shape_note.level == "warning"
+    assert shape_note.text.startswith(
+        "A picture of one drawn shape is outside what this model learned: it only"
+    )
+    assert "(1,000 classes: c0, c1, c2, c3, c4, c5 and 994 more)." in shape_note.text  # no nested brackets
+    assert "c0, c1, c2, c3, c4, c5, c6, c7 and 992 more" in demo.model_domain(imagenet).summary()
     assert demo.domain_note(demo.model_domain(imagenet), demo.PHOTO) is None
+
+
+def test_every_note_reads_as_sentences():
+    """No capital after a colon ("learned: This model"), and every sentence starts with a capital."""
+    imagenet = hvit.create_model("hvit_nano", num_classes=1000)
+    imagenet.preprocessing = Preprocessing(img_size=224, class_names=[f"c{i}" for i in range(1000)])
+    models = [demo.load_shipped_model(), demo.load_shipped_model(SHAPES_MODEL), imagenet]
+    kinds = (None, demo.SHAPES_IMAGE, demo.SHAPES_PAIR_IMAGE, demo.PHOTO)
+    notes = [demo.domain_note(demo.model_domain(m), k) for m in models for k in kinds]
+    texts = [n.text for n in notes if n is not None]
+    assert len(texts) == 9  # per model: unknown, and the two kinds outside its domain
+    for text in texts:
+        assert not re.search(r": [A-Z]", text), text
+        assert all(s[0].isupper() for s in re.split(r"(?<=\.) ", text)), text
+        assert text.endswith(".") and "  " not in text and ".." not in text, text
 
 
 def test_a_model_without_classes_says_its_answer_means_nothing():
@@ -109,6 +144,7 @@ def test_a_model_without_classes_says_its_answer_means_nothing():
     assert domain.name is None and not domain.knows_its_classes and "96x96" in domain.summary()
     note = demo.domain_note(domain, demo.SHAPES_IMAGE)
     assert note.level == "warning" and "means nothing" in note.text
+    assert "sidebar" not in note.text  # shown by the Gradio demo too, which has none
     own = hvit.create_model("hvit_nano", num_classes=2)
     own.preprocessing = Preprocessing(img_size=32, class_names=["apple", "pear"], domain="fruit")
     assert demo.domain_note(demo.model_domain(own), demo.PHOTO) is None  # nothing to judge by

@@ -200,3 +200,25 @@ def test_targets_and_method_names():
     with pytest.raises(ValueError, match="unknown attribution method"):
         compute_attribution(model, x, method="lime")
     assert canonical_method("Grad-CAM") == "grad_cam" and canonical_method("IG") == "integrated_gradients"
+
+
+def test_default_cam_stage_is_the_deepest_stage_fine_enough_to_point():
+    """One default for both apps: the deepest stage whose grid is at least MIN_CAM_SIDE tokens a side
+    (measured best on the classroom model), never a class-token model's last stage (zero there)."""
+    from dataclasses import replace
+
+    from hvit.assets import DEFAULT_MODEL, SHAPES_MODEL
+    from hvit.demo import load_shipped_model
+    from hvit.explain import default_cam_stage
+    from hvit.explain.attribution import MIN_CAM_SIDE
+
+    assert MIN_CAM_SIDE == 8
+    classroom = load_shipped_model(DEFAULT_MODEL).config  # grids 24, 12, 6, 3
+    assert default_cam_stage(classroom) == 1  # stage 2, 12x12: the best pointing game (model card)
+    assert default_cam_stage(load_shipped_model(SHAPES_MODEL).config) == 1  # grids 16, 8, 4, 2
+    pvt = hvit.create_model("pvt_v2_b0").config  # 56, 28, 14, 7
+    assert default_cam_stage(pvt) == 2
+    assert default_cam_stage(replace(pvt, img_size=448)) == 3  # 14x14 last stage, no class token
+    v1 = hvit.create_model("hvit_seed").config
+    assert v1.cls_token and default_cam_stage(replace(v1, img_size=2048)) == v1.num_stages - 2
+    assert default_cam_stage(replace(classroom, img_size=16)) == 0  # nothing that fine: stage 1

@@ -141,6 +141,12 @@ def test_every_attribution_method_gives_a_map(samples, model, method):
     assert z.shape == (model.preprocessing.img_size,) * 2 and np.isfinite(z).all()
     if method in {"integrated_gradients", "input_x_gradient", "gradient_shap", "occlusion"}:
         assert attr.zmid == 0 and attr.zmin == -attr.zmax  # signed: diverging scale centred on zero
+    if method == "occlusion":  # the demo's cheaper occlusion: each square of an 8x8 grid hidden once
+        side = model.preprocessing.img_size // ga.OCCLUSION_GRID
+        blocks = z.reshape(ga.OCCLUSION_GRID, side, ga.OCCLUSION_GRID, side)
+        assert np.ptp(blocks, axis=(1, 3)).max() < 1e-6 * np.abs(z).max()  # one value per square
+        assert len(np.unique(blocks[:, 0, :, 0])) > 1  # and the squares differ
+        assert f"({ga.OCCLUSION_GRID**2} passes)" in ga.METHOD_LABELS[method]
 
 
 # --- what the attention plots show: the query point, rollout, colours against uniform ----------------
@@ -413,7 +419,7 @@ def test_imagenet_offline_explains_itself_quickly(monkeypatch, samples):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     text = ga.describe_model(core.IMAGENET)
-    assert "not available" in text and "shipped shapes model" in text
+    assert "not available" in text and "choose the shipped classroom model" in text
     with pytest.raises(gr.Error, match="could not fetch the ImageNet weights") as info:
         ga.analyse(str(samples[0]), core.IMAGENET, FAST, 1)
     assert info.value.title == "ImageNet weights unavailable"
@@ -503,7 +509,7 @@ def test_build_demo_wires_a_queue_and_a_predict_endpoint(samples):
 
 def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
-    config = ga.build_demo().get_config_file()  # builds without loading any model
+    config = ga.build_demo().get_config_file()  # loads the shipped models its defaults come from
     datasets = [c for c in config["components"] if c["type"] == "dataset"]
     offered = ga.example_images()
     assert sum(len(d["props"]["samples"]) for d in datasets) == len(offered) > 0  # every shipped sample
@@ -525,6 +531,15 @@ def test_the_default_demo_offers_the_shipped_images_as_examples(monkeypatch, tmp
         assert "photos" not in offered[0].parts  # the default model's kind of image comes first
     (dropdown,) = [c for c in config["components"] if c["props"].get("label") == "Model"]
     assert dropdown["props"]["value"] == core.SHIPPED
+    # The stage starts on Grad-CAM's default for the default model: stage 2 (12x12) of the classroom
+    # model, not stage 4 (3x3); each example row carries the default of the model it chooses.
+    (radio,) = [c for c in config["components"] if str(c["props"].get("label", "")).startswith("Stage for")]
+    assert radio["props"]["value"] == ga.start_stage(core.SHIPPED) == 2
+    for paths, _, model in groups:
+        row = ga.example_row(paths[0], model)
+        assert row[:2] == [str(paths[0]), model] and row[3] == ga.start_stage(model)
+        assert row == [str(paths[0]), model, ga.DEFAULT_METHOD, row[3], ga.DEFAULT_VIEW, 50, 50]
+    assert ga.start_stage(core.SHIPPED_SHAPES) == 2  # the 32 px model's 8x8 stage
 
 
 # --- the launched app, through gradio_client --------------------------------------------------------

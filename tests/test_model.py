@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 import torch
 
 import hvit
+import hvit.assets
 from hvit import HierarchialViT, HViTConfig
 from hvit.layers import MultiScaleAttention
 
@@ -279,8 +281,16 @@ def test_pretrained_offline_fails_with_clear_message(monkeypatch):
 
     monkeypatch.setattr(interchange, "hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setattr(interchange, "_cached_weights", lambda name: None)
-    with pytest.raises(hvit.PretrainedUnavailableError, match=r"pvt_v2_b0.*internet.*shipped shapes model"):
+    with pytest.raises(hvit.PretrainedUnavailableError, match=r"pvt_v2_b0.*internet") as info:
         hvit.create_model("pvt_v2_b0", pretrained=True)
+    # it names what works offline: the shipped default, by a call that loads it
+    assert interchange.OFFLINE_MODEL == hvit.assets.DEFAULT_MODEL
+    assert "choose the shipped classroom model (the apps' default)" in str(info.value)
+    call = re.search(r"hvit\.load_checkpoint\(hvit\.assets\.shipped_checkpoint\('(\w+)'\)\)", str(info.value))
+    assert (
+        call is not None
+        and hvit.load_checkpoint(hvit.assets.shipped_checkpoint(call[1])).preprocessing.img_size == 96
+    )
     with pytest.raises(hvit.PretrainedUnavailableError, match="no pretrained weights"):
         hvit.create_model("hvit_nano", pretrained=True)
 

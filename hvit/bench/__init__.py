@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m hvit.bench {model,train,explain,app,browser,classroom}``.
+"""Benchmarks: ``python -m hvit.bench {model,train,explain,app,browser,classroom,space}``.
 
 Every benchmark compares against a reference measured in the same process (timm, the fused path, ...)
 by alternating the two and reporting medians and their ratio: absolute times on a shared 2-core

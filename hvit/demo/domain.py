@@ -89,7 +89,7 @@ class Domain:
         if not self.class_names:
             return "no class names"
         shown = ", ".join(self.class_names[:limit])
-        more = f", … ({len(self.class_names) - limit} more)" if len(self.class_names) > limit else ""
+        more = f" and {len(self.class_names) - limit:,} more" if len(self.class_names) > limit else ""
         return f"{len(self.class_names):,} classes: {shown}{more}"
 
     def summary(self) -> str:
@@ -153,8 +153,9 @@ class DomainNote:
     text: str
 
 
+# An image of each kind, as the subject of a sentence ("A photograph is outside what ...").
 _KIND_WORDS = {
-    SHAPES_IMAGE: "one drawn shape",
+    SHAPES_IMAGE: "a picture of one drawn shape",
     SHAPES_PAIR_IMAGE: "a scene of two drawn shapes",
     PHOTO: "a photograph",
 }
@@ -172,26 +173,27 @@ def domain_note(domain: Domain, kind: str | None) -> DomainNote | None:
     if not domain.knows_its_classes:
         return DomainNote(
             "warning",
-            "This model has no class names and was not trained on a known data set: its answer means "
-            "nothing. Choose a trained model in the sidebar.",
+            "This model has no class names and was not trained on a known data set, so its answer means "
+            "nothing. Choose a trained model.",
         )
     if domain.name not in _KNOWN:  # a data set of the user's own: the app cannot judge its images
         return None
-    knows = f"This model only knows {domain.what} ({domain.classes_text(6)})"
+    knows = f"only knows {domain.what} ({domain.classes_text(6)})"
     if kind is None:
-        return DomainNote("info", f"{knows}. If this image is not one of those, its answer means nothing.")
+        return DomainNote(
+            "info", f"This model {knows}. If this image is not one of those, its answer means nothing."
+        )
     if kind in domain.image_kinds:
         return None
+    image = _KIND_WORDS.get(kind, "this image")
+    outside = f"{image[0].upper()}{image[1:]} is outside what this model learned: it {knows}."
     if kind in domain.near_kinds:
         return DomainNote(
             "warning",
-            f"Outside what this model learned: {knows}. Shown {_KIND_WORDS.get(kind, 'this image')}, its "
-            "answer is unreliable: choose a sample of its own kind to see it at its best.",
+            f"{outside} Its answer here is unreliable: choose a sample of its own kind to see it at its best.",
         )
     return DomainNote(
-        "warning",
-        f"Outside what this model learned: {knows}. Shown {_KIND_WORDS.get(kind, 'this image')}, it still "
-        "picks one of its classes, so the answer means nothing here.",
+        "warning", f"{outside} It still picks one of its classes, so the answer means nothing here."
     )
 
 

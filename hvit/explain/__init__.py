@@ -4,7 +4,8 @@
 - `attention_views`: one query's attention, the attention each key receives, key footprints (`views`).
 - `head_statistics`: mean attention distance and entropy per head (`head_stats`).
 - `attention_rollout`: rollout carried through the stages of the pyramid (`rollout`).
-- `attribute` / `compute_attribution`: Captum's methods as (H, W) maps (`attribution`).
+- `attribute` / `compute_attribution`: Captum's methods as (H, W) maps; `default_cam_stage`: the stage
+  Grad-CAM explains by default (`attribution`).
 - `head_ablation` / `ablate_heads`: switch heads off, watch the prediction (`ablation`).
 - `pointing_game`, `mask_mass`, `deletion_insertion`, `spearman`, `randomized_copy` (`faithfulness`)
   and `evaluate_explanations` (`evaluate`, also ``python -m hvit.explain.evaluate``).
@@ -34,6 +35,7 @@ _LAZY: dict[str, str] = {
     "AttributionSettings": "hvit.explain.attribution",
     "attribute": "hvit.explain.attribution",
     "compute_attribution": "hvit.explain.attribution",
+    "default_cam_stage": "hvit.explain.attribution",
     "HeadAblation": "hvit.explain.ablation",
     "ablate_heads": "hvit.explain.ablation",
     "head_ablation": "hvit.explain.ablation",
