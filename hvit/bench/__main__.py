@@ -1,4 +1,4 @@
-"""``python -m hvit.bench <model|train|explain|app|browser|classroom> [options]``: dispatch to one benchmark."""
+"""``python -m hvit.bench <model|train|explain|app|browser|classroom|figures> [options]``: dispatch to one benchmark."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ BENCHES = {
     "app": "hvit.bench.app",
     "browser": "hvit.bench.browser",
     "classroom": "hvit.bench.classroom",
+    "figures": "hvit.bench.figures",
 }
 
 
