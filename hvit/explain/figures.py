@@ -571,16 +571,16 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
     fig.update_layout(
         title=title,
         height=height,
-        margin={"l": 10, "r": 10, "t": top, "b": bottom},
+        margin={"l": 60, "r": 10, "t": top, "b": bottom},  # left: room for the distance tick labels
         legend={
             "orientation": "h",
             "x": 0,
             "xanchor": "left",
             "y": -52 / (height - top - bottom),  # below the tick labels and the "stage" axis title
             "yanchor": "top",
-            "title": {"text": "colour:"},
         },
     )
+    fig.update_yaxes(automargin=True)
     return fig
 
 
