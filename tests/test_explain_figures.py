@@ -290,3 +290,5 @@ def test_head_stats_legend_lists_every_head_below_the_plots():
     assert legend.orientation == "h" and legend.yanchor == "top" and legend.y < 0  # in rows under the plots
     assert fig.layout.margin.b >= 70 + 22 * 2  # room for two rows of entries
     assert len({t.marker.color for t in fig.data}) == 12  # one colour per head
+    xs = [x for t in fig.data if t.xaxis == "x" for x in t.x]
+    assert all(abs(x - round(x)) <= 0.3 + 1e-9 for x in xs)  # each head beside its own stage

@@ -538,9 +538,10 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
         rows=1, cols=2, subplot_titles=["Mean attention distance (pixels)", "Normalised entropy"]
     )
     heads = sorted({r["head"] for r in recs})
+    step = min(0.06, 0.6 / max(1, len(heads) - 1))  # heads side by side, all within +-0.3 of their stage
     for i, h in enumerate(heads):
         mine = [r for r in recs if r["head"] == h]
-        x = [r["stage"] + 1 + 0.06 * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
+        x = [r["stage"] + 1 + step * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
         text = [
             f"stage {r['stage'] + 1}, head {h + 1}" + (f", block {r['block'] + 1}" if "block" in r else "")
             for r in mine
