@@ -118,6 +118,20 @@ def test_footprint_curves_stats_ablation_and_attribution_figures(views):
     assert z[0, 0] != z[0, 8] and z[0, 0] == z[8, 8]
     one = figures.footprint_figure(views.images[0], labels, key=5)
     assert np.asarray(one.data[-1].z).sum() == 64  # key 5 covers an 8x8 pixel block
+    # per token: the same pixels, and the hover names the token, its pixels and its key
+    per_token = figures.footprint_figure(
+        views.images[0], views.footprint(0, head=0, on="tokens"), key_grid=(4, 4)
+    )
+    hm = per_token.data[-1]
+    assert np.asarray(hm.z).shape == (16, 16)
+    np.testing.assert_array_equal(_at_pixels(hm, (32, 32)), z)
+    np.testing.assert_array_equal(_at_pixels(hm, (32, 32), "customdata")[..., 6], labels.numpy())
+    assert hm.hovertemplate == figures.TOKEN_HOVER + ": key %{customdata[6]}<extra></extra>"
+    token_labels = views.footprint(0, head=0, on="tokens")
+    one_token = figures.footprint_figure(views.images[0], token_labels, key=5)
+    np.testing.assert_array_equal(_at_pixels(one_token.data[-1], (32, 32)), np.asarray(one.data[-1].z))
+    key5 = views.footprint(0, head=0, key=5, on="tokens")  # the key's own footprint, per token
+    np.testing.assert_array_equal(key5.to_image().numpy(), views.footprint(0, head=0, key=5).numpy())
 
     curves = {"a": {"fractions": [0, 0.5, 1], "deletion": [0.9, 0.2, 0.1], "insertion": [0.1, 0.8, 0.9]}}
     cf = figures.curves_figure(curves)

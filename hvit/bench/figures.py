@@ -133,7 +133,7 @@ def app_figures(model_name: str | None = None, sample: int = 0) -> dict:
         ),
         "lesson: patches": demo.patch_grid_figure(shown, record.query_grid, views.strides[0], height=420),
         "lesson: key footprints": figures.footprint_figure(
-            shown, views.footprint(stage, -1, 0), key_grid=record.key_grid
+            shown, views.footprint(stage, -1, 0, on="tokens"), key_grid=record.key_grid
         ),
         "lesson: every stage": figures.stage_panels_figure(
             shown,

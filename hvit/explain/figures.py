@@ -47,6 +47,11 @@ HORIZONTAL_BAR = {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02,
 # Values sent to the browser keep this many significant digits: more than any hover or colour shows.
 SIGNIFICANT_DIGITS = 4
 MapLike = np.ndarray | torch.Tensor | TokenMap
+# The hover of a map cell drawn per token: the token and the pixels it covers (customdata[0:6]).
+TOKEN_HOVER = (
+    "token (%{customdata[0]}, %{customdata[1]}) · pixels y %{customdata[2]}–%{customdata[3]}, "
+    "x %{customdata[4]}–%{customdata[5]}"
+)
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -135,16 +140,12 @@ def _heat(m: MapLike, uniform: float | None) -> tuple[np.ndarray, dict[str, Any]
     if uniform is not None:
         cells.append(rounded(raw))
         value = "%{z:.2f}× uniform (p %{customdata[6]:.3g})"
-    where = (
-        "token (%{customdata[0]}, %{customdata[1]}) · pixels y %{customdata[2]}–%{customdata[3]}, "
-        "x %{customdata[4]}–%{customdata[5]}"
-    )
     return z, {
         "z": z.astype(np.float32),
         "x": cols - 0.5,  # cell edges: pixel centres sit on integer coordinates
         "y": rows - 0.5,
         "customdata": np.stack(cells, axis=-1).astype(np.float32),  # (H, W, 6 or 7)
-        "hovertemplate": f"{where}: {value}<extra></extra>",
+        "hovertemplate": f"{TOKEN_HOVER}: {value}<extra></extra>",
     }
 
 
@@ -448,7 +449,7 @@ def twin_figure(
 
 def footprint_figure(
     image: np.ndarray | torch.Tensor,
-    labels: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | TokenMap,
     key: int | None = None,
     key_grid: tuple[int, int] | None = None,
     opacity: float = 0.45,
@@ -458,26 +459,38 @@ def footprint_figure(
 
     Args:
         image: (H, W, 3).
-        labels: (H, W) key index of each pixel (-1: no key), from `AttentionViews.footprint`.
+        labels: (H, W) key index of each pixel (-1: no key), from `AttentionViews.footprint`, or the
+            same per token (``footprint(..., on="tokens")``, drawn one cell per token).
         key: key to highlight (its footprint 1, the rest 0).
         key_grid: (h, w) of the keys; colours the footprints as a checkerboard so every boundary shows
             (otherwise neighbouring keys get neighbouring colours of one scale).
     """
-    lab = _np(labels)
+    per_token = isinstance(labels, TokenMap)
+    lab = _np(labels.values if per_token else labels)
     if key is not None:
-        z = np.where(lab == key, 1.0, 0.0)
-        fig = overlay_figure(image, z, opacity, title, colorscale="Blues")
-        fig.data[-1].update(
-            hovertemplate="y %{y}, x %{x}: in key " + str(key) + ": %{z}<extra></extra>", showscale=False
-        )
-        return fig
-    if key_grid is not None:
-        z = np.where(lab < 0, np.nan, (lab // key_grid[1] + lab % key_grid[1]) % 2)
+        z, colorscale = np.where(lab == key, 1.0, 0.0), "Blues"
+    elif key_grid is not None:
+        z, colorscale = np.where(lab < 0, np.nan, (lab // key_grid[1] + lab % key_grid[1]) % 2), "Viridis"
     else:
-        z = np.where(lab < 0, np.nan, lab)
-    fig = overlay_figure(image, z, opacity, title, colorscale="Viridis")
-    fig.data[-1].update(
-        customdata=lab, hovertemplate="y %{y}, x %{x}: key %{customdata}<extra></extra>", showscale=False
+        z, colorscale = np.where(lab < 0, np.nan, lab), "Viridis"
+    fig = overlay_figure(
+        image,
+        TokenMap(z, labels.stride, labels.image_size) if per_token else z,
+        opacity,
+        title,
+        colorscale=colorscale,
+    )
+    trace = fig.data[-1]
+    if per_token:  # the token's row, column and pixels (as `overlay_figure` gave them), then its key
+        custom = np.concatenate([np.asarray(trace.customdata), lab[..., None].astype(np.float32)], axis=-1)
+        where, key_of_cell = TOKEN_HOVER, "%{customdata[6]}"
+    else:
+        custom, where, key_of_cell = lab, "y %{y}, x %{x}", "%{customdata}"
+    what = f"in key {key}: %{{z}}" if key is not None else f"key {key_of_cell}"
+    trace.update(
+        customdata=custom if per_token or key is None else None,
+        hovertemplate=f"{where}: {what}<extra></extra>",
+        showscale=False,
     )
     return fig
 

@@ -127,12 +127,18 @@ def key_footprint(record: AttentionRecord, image_size: tuple[int, int], stride: 
     return grid_to_image(member, image_size, stride) > 0
 
 
+def key_token_labels(record: AttentionRecord) -> torch.Tensor:
+    """(H, W) long: the index of the key summarising each query token (-1 where none does; the first
+    one where adaptive-pooling bins overlap)."""
+    member = key_membership(record).unflatten(-1, record.query_grid) > 0  # (h*w, H, W)
+    labels = member.float().argmax(0)
+    return torch.where(member.any(0), labels, torch.full_like(labels, -1))
+
+
 def key_footprint_labels(record: AttentionRecord, image_size: tuple[int, int], stride: int) -> torch.Tensor:
-    """(S_h, S_w) long: the index of the key summarising each pixel (-1 where none does; the first
-    one where adaptive-pooling bins overlap). A label image to draw the key grid over the input."""
-    fp = key_footprint(record, image_size, stride)  # (h*w, S_h, S_w)
-    labels = fp.float().argmax(0)
-    return torch.where(fp.any(0), labels, torch.full_like(labels, -1))
+    """(S_h, S_w) long: `key_token_labels` painted onto pixels. A label image to draw the key grid over
+    the input."""
+    return grid_to_image(key_token_labels(record), image_size, stride)
 
 
 # --- a whole model ---------------------------------------------------------------------------------------
@@ -315,19 +321,30 @@ class AttentionViews:
         return out
 
     def footprint(
-        self, stage: int, block: int = -1, head: int = 0, key: int | tuple[int, int] | None = None
-    ) -> torch.Tensor:
+        self,
+        stage: int,
+        block: int = -1,
+        head: int = 0,
+        key: int | tuple[int, int] | None = None,
+        on: str = "image",
+    ) -> torch.Tensor | TokenMap:
         """Footprint of the key grid of ``head``'s group.
 
         Returns:
             with ``key`` (flat index or (a, b)): an (S_h, S_w) bool mask of the pixels that key
-            summarises; without: the (S_h, S_w) label image of `key_footprint_labels`.
+            summarises; without: the (S_h, S_w) label image of `key_footprint_labels`. With
+            ``on="tokens"``, the same as a `TokenMap` of the stage's query grid.
         """
+        if on not in ("image", "tokens"):
+            raise ValueError(f"on must be 'image' or 'tokens', got {on!r}")
         record, _ = self.head_group(stage, block, head)
         if key is None:
-            return key_footprint_labels(record, self.image_size, self.strides[stage])
-        k = key if isinstance(key, int) else key[0] * record.key_grid[1] + key[1]
-        return key_footprint(record, self.image_size, self.strides[stage])[k]
+            tokens = key_token_labels(record)  # (H, W)
+        else:
+            k = key if isinstance(key, int) else key[0] * record.key_grid[1] + key[1]
+            tokens = key_membership(record)[k].reshape(record.query_grid) > 0  # (H, W)
+        on_tokens = TokenMap(tokens, self.strides[stage], self.image_size)
+        return on_tokens if on == "tokens" else on_tokens.to_image()
 
     def layer_info(self, stage: int, block: int = -1) -> list[dict]:
         """Plain description of each head group of a layer (for captions)."""
