@@ -512,11 +512,15 @@ def rollout_maps(
     _image: Image.Image,
     image_key: str,
     head_fusion: str = "mean",
-) -> list[np.ndarray]:
-    """Attention rollout of every stage, painted on the input: one (S, S) map per stage."""
+    on: str = "image",
+) -> list:
+    """Attention rollout of every stage: one (S, S) map per stage painted on the input, or with
+    ``on="tokens"`` one `TokenMap` per stage (what the figures draw, one cell per stage-1 token)."""
     from hvit.explain import attention_rollout
 
     roll = attention_rollout(_model, _image, head_fusion=head_fusion)
+    if on == "tokens":
+        return [roll.token_map(s) for s in range(len(roll.maps))]
     return [roll.to_image(s)[0].numpy() for s in range(len(roll.maps))]
 
 

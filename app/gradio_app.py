@@ -398,12 +398,12 @@ def _stages_figure(
         rollout = rollout_all_stages(
             views.maps, views.strides, model.config.downsample_stride, views.image_size
         )
-        maps = [rollout.to_image(s)[0] for s in range(n)]
+        maps = [rollout.token_map(s) for s in range(n)]
         uniform: float | list[float] = views.rollout_uniform_level  # every map spreads over stage-1 tokens
         titles = [f"stage {s + 1} output" for s in range(n - 1)] + [f"stage {n}: what the classifier reads"]
         title = "Attention rollout: which pixels each stage's output draws from, through every block below it"
     else:
-        maps = views.stage_maps(kind="query" if view == "query" else "received", pixel=pixel)
+        maps = views.stage_maps(kind="query" if view == "query" else "received", pixel=pixel, on="tokens")
         uniform = [views.uniform_level(s) for s in range(n)]
         titles = []
         for s in range(n):

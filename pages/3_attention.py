@@ -91,7 +91,7 @@ def query_maps() -> None:
     kh, kw = g["key_grid"]
     with main:
         left, right = st.columns(2, gap="medium")
-        heat = views.query_attention(stage, block, head, pixel=pixel)
+        heat = views.query_attention(stage, block, head, pixel=pixel, on="tokens")
         who = "mean of the heads" if head is None else f"head {head + 1}"
         left.plotly_chart(
             demo.query_figure(
@@ -169,7 +169,7 @@ st.caption(
     "Attention rollout: where each stage's output draws from, on the stage-1 token grid, against a map "
     "spread evenly over the image (1 on the colour bar). The last panel is what the classifier reads."
 )
-rollout = common.rollout_maps(model, mkey, picked.image, ikey)
+rollout = common.rollout_maps(model, mkey, picked.image, ikey, on="tokens")  # drawn one cell per token
 st.plotly_chart(
     figures.stage_panels_figure(
         image,
@@ -183,7 +183,7 @@ st.plotly_chart(
     **CHART,
 )
 if mask is not None:
-    scores = demo.map_scores({f"rollout, stage {s + 1}": m for s, m in enumerate(rollout)}, mask)
+    scores = demo.map_scores({f"rollout, stage {s + 1}": m.to_image() for s, m in enumerate(rollout)}, mask)
     st.dataframe(scores, hide_index=True, width="stretch", column_config=common.SCORE_COLUMNS)
 
 st.subheader("Near and far heads")

@@ -124,7 +124,12 @@ def test_analyse_draws_every_stage_every_head_and_the_attribution_of_the_top_cla
         )
         stage_maps = _heatmaps(stages_fig)
         assert len(stage_maps) == len(model.stages)  # one panel per stage, over the image the model saw
-        assert all(np.asarray(t.z).shape == (size, size) for t in stage_maps)
+        # one cell per token of each stage's grid, reaching exactly across the image
+        strides = [info["reduction"] for info in model.feature_info]
+        assert [np.asarray(t.z).shape for t in stage_maps] == [(size // r, size // r) for r in strides]
+        assert all(
+            (t.x[0], t.x[-1], t.y[0], t.y[-1]) == (-0.5, size - 0.5, -0.5, size - 0.5) for t in stage_maps
+        )
         assert sum(isinstance(t, go.Image) for t in stages_fig.data) == len(model.stages)
         assert len(_heatmaps(heads_fig)) == model.config.num_heads[stage - 1]
         assert f"Stage {stage}" in heads_fig.layout.title.text
@@ -264,7 +269,10 @@ def test_a_96_px_model_draws_every_view(monkeypatch, samples):
             str(samples[0]), MODEL, FAST, 4, view, 50, 50
         )
         assert picture.shape == (288, 288, 3)  # 96 px enlarged 3 times: at least PICTURE_SIDE
-        assert all(np.asarray(t.z).shape == (96, 96) for t in _heatmaps(stages_fig))
+        # one cell per token, the cells reaching exactly across the 96 px image
+        assert all(
+            (t.x[0], t.x[-1], t.y[0], t.y[-1]) == (-0.5, 95.5, -0.5, 95.5) for t in _heatmaps(stages_fig)
+        )
         assert len(_heatmaps(heads_fig)) == 8 and len(_heatmaps(stages_fig)) == 4
         assert "Grad-CAM on stage 4" in attribution_fig.layout.title.text
 

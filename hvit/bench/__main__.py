@@ -1,4 +1,5 @@
-"""``python -m hvit.bench <model|train|explain|app|browser|classroom|space> [options]``: dispatch to one benchmark."""
+"""``python -m hvit.bench <model|train|explain|app|browser|classroom|space|figures> [options]``: dispatch to one
+benchmark."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ BENCHES = {
     "browser": "hvit.bench.browser",
     "classroom": "hvit.bench.classroom",
     "space": "hvit.bench.space",
+    "figures": "hvit.bench.figures",
 }
 
 

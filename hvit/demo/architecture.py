@@ -271,10 +271,10 @@ def patch_grid_figure(image: np.ndarray, grid: tuple[int, int], stride: int, hei
     """The input image cut into its stage-1 patches: one cell per token."""
     import plotly.graph_objects as go
 
+    from hvit.explain.figures import image_trace
+
     img = np.asarray(image)
-    if img.dtype != np.uint8:
-        img = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
-    fig = go.Figure(go.Image(z=img, hoverinfo="skip"))
+    fig = go.Figure(image_trace(img))
     xs, ys = _grid_lines(-0.5, -0.5, grid[1] * stride, grid[0], grid[1], max_lines=64)
     fig.add_trace(
         go.Scatter(

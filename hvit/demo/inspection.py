@@ -16,6 +16,8 @@ from hvit.model import HierarchialViT
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+    from hvit.explain.geometry import TokenMap
+
 
 def mask_at(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """A (H, W) bool mask resized (nearest) to the model input, as `preprocess` resizes the image."""
@@ -97,7 +99,7 @@ def randomisation_check(
 
 def query_figure(
     image: np.ndarray,
-    heat: np.ndarray | torch.Tensor,
+    heat: np.ndarray | torch.Tensor | TokenMap,
     pixel: tuple[int, int],
     grid: tuple[int, int],
     stride: int,
@@ -109,7 +111,8 @@ def query_figure(
 
     Args:
         image: (S, S, 3) in [0, 1].
-        heat: (S, S) attention painted over the key footprints.
+        heat: the attention painted over the key footprints: a `TokenMap` of the stage's query grid
+            (``AttentionViews.query_attention(..., on="tokens")``, drawn one cell per token) or (S, S).
         pixel: the query pixel (y, x).
         grid: the stage's query grid (H, W).
         stride: pixels per query token.

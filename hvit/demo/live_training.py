@@ -63,8 +63,9 @@ class LiveTraining:
         class_names: the data set's classes.
         batches: per-batch logs (loss, accuracy, images_per_sec, eta_seconds, epoch, step, ...).
         epochs: per-epoch logs (train and validation loss and accuracy, ...).
-        snapshots: ``(epoch, rollout map (S, S), predicted class, probability)`` of the fixed image
-            before training and after every epoch.
+        snapshots: ``(epoch, rollout map, predicted class, probability)`` of the fixed image before
+            training and after every epoch; the map is a `hvit.explain.geometry.TokenMap` on the
+            stage-1 token grid (``.to_image()`` paints it onto the (S, S) pixels).
         snapshot_image: (S, S, 3) float image in [0, 1] the snapshots are of.
         snapshot_uniform: a rollout map's value at one token when spread evenly (1 / stage-1 tokens).
         results: after the run: ``confusion`` (C, C) array and ``samples`` (images, labels, predictions,
@@ -263,9 +264,7 @@ class LiveTraining:
             self.model.train(was)
         k = int(probs.argmax())
         with self._lock:
-            self.snapshots.append(
-                (epoch, rollout.to_image()[0].numpy(), self.class_names[k], float(probs[k]))
-            )
+            self.snapshots.append((epoch, rollout.token_map(), self.class_names[k], float(probs[k])))
 
     @torch.no_grad()
     def _evaluate(self, n_samples: int = 12) -> dict:
@@ -392,7 +391,8 @@ def snapshot_figure(
     and evenly spaced epochs between them (at most ``max_panels``), on one shared colour scale.
 
     Args:
-        snapshots: `LiveTraining.snapshots`, ``(epoch, (S, S) map, predicted class, probability)``.
+        snapshots: `LiveTraining.snapshots`, ``(epoch, map, predicted class, probability)`` (the map a
+            `TokenMap` or an (S, S) array).
         image: (S, S, 3) image the maps are of (`LiveTraining.snapshot_image`).
         uniform: the rollout's uniform level (`LiveTraining.snapshot_uniform`): maps are drawn as a
             ratio to it, so "1" is a map spread evenly over the image.

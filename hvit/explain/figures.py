@@ -2,7 +2,12 @@
 Gradio demo (both render a ``go.Figure``; neither does any tensor maths of its own).
 
 Conventions:
-- Images are (H, W, 3) arrays in [0, 1] (or uint8); maps are (H, W) arrays or tensors.
+- Images are (H, W, 3) arrays in [0, 1] (or uint8); maps are (H, W) arrays or tensors at the image's
+  resolution, or a `TokenMap` (one value per token, and the pixels each token covers).
+- Light for the browser, with nothing lost: an image goes out once as a PNG (a data URI), a map that is
+  constant over each token's pixels is drawn one cell per token (the same pixels, 16x fewer cells for
+  stride 4) with the token's row, column and pixels in its hover, and values are rounded to the
+  `SIGNIFICANT_DIGITS` a reader can see.
 - Overlays draw the map as a heat map over the image; an in-figure slider sets its opacity (the
   "transparency control"), so it works the same in both apps without a callback.
 - Colours come from `hvit.explain.colors`: sequential maps dark at zero, signed maps diverging around
@@ -16,6 +21,8 @@ Conventions:
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -24,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from hvit.explain.colors import ColourScale, attention_scale, map_scale, uniform_ratio
+from hvit.explain.geometry import TokenMap
 
 if TYPE_CHECKING:
     from hvit.explain.views import AttentionViews
@@ -35,6 +44,14 @@ OPACITY_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TITLE_FONT = {"size": 13}
 # A colour bar under a single map, as wide as the figure's plot area.
 HORIZONTAL_BAR = {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02, "yanchor": "top", "len": 1.0}
+# Values sent to the browser keep this many significant digits: more than any hover or colour shows.
+SIGNIFICANT_DIGITS = 4
+MapLike = np.ndarray | torch.Tensor | TokenMap
+# The hover of a map cell drawn per token: the token and the pixels it covers (customdata[0:6]).
+TOKEN_HOVER = (
+    "token (%{customdata[0]}, %{customdata[1]}) · pixels y %{customdata[2]}–%{customdata[3]}, "
+    "x %{customdata[4]}–%{customdata[5]}"
+)
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -56,6 +73,82 @@ def _uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return img
 
 
+def rounded(values: np.ndarray | torch.Tensor, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (float64; NaN and 0 stay as they are)."""
+    a = np.asarray(_np(values), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.floor(np.log10(np.abs(a)))
+    unit = np.where(
+        np.isfinite(exponent), 10.0 ** (np.nan_to_num(exponent, posinf=0, neginf=0) - digits + 1), 1.0
+    )
+    return np.round(a / unit) * unit
+
+
+def image_source(image: np.ndarray | torch.Tensor) -> str:
+    """The image as a PNG data URI, for ``go.Image(source=...)``.
+
+    A few KB that the browser decodes once, instead of an (H, W, 3) array that plotly.js paints onto a
+    canvas and encodes as a PNG again on every draw.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(_uint8_image(image)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_trace(image: np.ndarray | torch.Tensor | str, **kwargs: Any) -> go.Image:
+    """An ``Image`` trace of ``image`` (an array, or an `image_source` already encoded).
+
+    Pixel (y, x) is centred on the axis coordinates (x, y), as for ``go.Image(z=...)``, so maps drawn
+    over it line up. Hovering over it shows nothing (the map on top explains itself).
+    """
+    source = image if isinstance(image, str) else image_source(image)
+    return go.Image(source=source, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip", **kwargs)
+
+
+def _image_size(m: MapLike) -> tuple[int, int]:
+    """The (S_h, S_w) pixels a map covers."""
+    if isinstance(m, TokenMap):
+        return tuple(m.image_size)
+    return tuple(np.shape(m)[-2:])
+
+
+def _heat(m: MapLike, uniform: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The values a map is drawn with, and the ``go.Heatmap`` arguments that place and explain them.
+
+    A pixel map is drawn one cell per pixel, pixel (y, x) centred on (x, y); a `TokenMap` one cell per
+    token, over exactly the pixels the token covers, its hover naming the token and those pixels.
+    Attention (``uniform`` given) is drawn as a ratio to uniform, its probability in the hover.
+    """
+    raw = _np(m.values if isinstance(m, TokenMap) else m)
+    if raw.ndim != 2:
+        raise ValueError(f"a map must be 2-D (rows, columns), got shape {raw.shape}")
+    z = rounded(raw if uniform is None else uniform_ratio(raw, uniform))
+    if not isinstance(m, TokenMap):
+        where, value, custom = "y %{y}, x %{x}", "%{z:.4g}", None
+        if uniform is not None:
+            value, custom = "%{z:.2f}× uniform (p %{customdata:.3g})", rounded(raw).astype(np.float32)
+        return z, {
+            "z": z.astype(np.float32),
+            "customdata": custom,
+            "hovertemplate": f"{where}: {value}<extra></extra>",
+        }
+    rows, cols = (np.asarray(e) for e in m.edges())
+    i, j = np.meshgrid(np.arange(raw.shape[0]), np.arange(raw.shape[1]), indexing="ij")
+    # per token: row, column, and its first and last pixel row and column
+    cells = [i, j, rows[i], rows[i + 1] - 1, cols[j], cols[j + 1] - 1]
+    value = "%{z:.4g}"
+    if uniform is not None:
+        cells.append(rounded(raw))
+        value = "%{z:.2f}× uniform (p %{customdata[6]:.3g})"
+    return z, {
+        "z": z.astype(np.float32),
+        "x": cols - 0.5,  # cell edges: pixel centres sit on integer coordinates
+        "y": rows - 0.5,
+        "customdata": np.stack(cells, axis=-1).astype(np.float32),  # (H, W, 6 or 7)
+        "hovertemplate": f"{TOKEN_HOVER}: {value}<extra></extra>",
+    }
+
+
 def _uniforms(uniform: float | Sequence[float] | None, n: int) -> list[float | None]:
     """One uniform level (or None) per map."""
     if uniform is None or isinstance(uniform, (int, float)):
@@ -64,13 +157,6 @@ def _uniforms(uniform: float | Sequence[float] | None, n: int) -> list[float | N
     if len(levels) != n:
         raise ValueError(f"uniform must give one level per map ({n}), got {len(levels)}")
     return levels
-
-
-def _as_shown(z: np.ndarray, uniform: float | None) -> tuple[np.ndarray, str]:
-    """The values drawn (attention as a ratio to uniform) and the hover template that explains them."""
-    if uniform is None:
-        return z, "y %{y}, x %{x}: %{z:.4g}<extra></extra>"
-    return uniform_ratio(z, uniform), "y %{y}, x %{x}: %{z:.2f}× uniform (p %{customdata:.3g})<extra></extra>"
 
 
 def _scale_of(zs: Sequence[np.ndarray], signed: bool, attention: bool, title: str = "") -> ColourScale:
@@ -101,7 +187,7 @@ def _image_axes(fig: go.Figure) -> None:
 
 def overlay_figure(
     image: np.ndarray | torch.Tensor | None,
-    heat: np.ndarray | torch.Tensor,
+    heat: MapLike,
     opacity: float = 0.5,
     title: str = "",
     signed: bool = False,
@@ -115,7 +201,7 @@ def overlay_figure(
 
     Args:
         image: (H, W, 3) in [0, 1] or uint8, or ``None`` for the map alone.
-        heat: (H, W) map at the image's resolution.
+        heat: (H, W) map at the image's resolution, or a `TokenMap` over it (drawn one cell per token).
         opacity: initial opacity of the map (0: image only, 1: map only).
         title: figure title.
         signed: diverging colours centred on 0 (for signed attributions).
@@ -129,18 +215,15 @@ def overlay_figure(
     Returns:
         ``go.Figure`` with an ``Image`` trace (when ``image`` is given) and a ``Heatmap`` trace.
     """
-    raw = _np(heat)
-    z, hover = _as_shown(raw, uniform)
+    z, heat_kwargs = _heat(heat, uniform)
     scale = _scale_of([z], signed, uniform is not None, colorbar_title)
     fig = go.Figure()
     if image is not None:
-        fig.add_trace(go.Image(z=_uint8_image(image), hoverinfo="skip"))
+        fig.add_trace(image_trace(image))
     fig.add_trace(
         go.Heatmap(
-            z=z,
-            customdata=raw if uniform is not None else None,
+            **heat_kwargs,
             opacity=opacity,
-            hovertemplate=hover,
             # under the map: a single map is often drawn in a narrow column, where a bar beside it
             # would take a third of the width
             **scale.trace_kwargs(**HORIZONTAL_BAR),
@@ -174,7 +257,7 @@ def _panel_bar_placement(fig: go.Figure, row: int, col: int) -> dict[str, Any]:
 
 
 def panel_grid_figure(
-    maps: Sequence[np.ndarray | torch.Tensor],
+    maps: Sequence[MapLike],
     titles: Sequence[str] | None = None,
     image: np.ndarray | torch.Tensor | None = None,
     cols: int = 4,
@@ -194,7 +277,7 @@ def panel_grid_figure(
     is only drawn under maps of its own size.
 
     Args:
-        maps: the maps, one per panel.
+        maps: the maps, one per panel: arrays, or `TokenMap` s (drawn one cell per token).
         titles: one title per panel.
         image: (H, W, 3) drawn under every map of the same size.
         cols: panels per row.
@@ -214,10 +297,9 @@ def panel_grid_figure(
     Returns:
         ``go.Figure`` whose heat-map traces follow the order of ``maps``.
     """
-    raws = [_np(m) for m in maps]
-    n = len(raws)
+    n = len(maps)
     flags = [bool(signed)] * n if isinstance(signed, bool) else [bool(f) for f in signed]
-    shown = [_as_shown(z, u) for z, u in zip(raws, _uniforms(uniform, n), strict=True)]
+    shown = [_heat(m, u) for m, u in zip(maps, _uniforms(uniform, n), strict=True)]
     zs = [z for z, _ in shown]
     if share_groups is None:
         share_groups = [0] * n if shared_scale else list(range(n))
@@ -239,12 +321,13 @@ def panel_grid_figure(
         vertical_spacing=min(0.3, 60 / (rows * panel_height)) if rows > 1 else 0.0,
     )
     img = _uint8_image(image) if image is not None else None
+    source = image_source(img) if img is not None else ""  # encoded once, drawn under every panel
     heat_traces = []
-    for i, (z, raw) in enumerate(zip(zs, raws, strict=True)):
+    for i, m in enumerate(maps):
         r, c = i // cols + 1, i % cols + 1
-        under = img is not None and img.shape[:2] == z.shape
+        under = img is not None and img.shape[:2] == _image_size(m)
         if under:
-            fig.add_trace(go.Image(z=img, hoverinfo="skip"), row=r, col=c)
+            fig.add_trace(image_trace(source), row=r, col=c)
         group = members[share_groups[i]]
         # A group's colour bar goes beside its last panel; a bar shared by several panels says so.
         show = i == group[-1]
@@ -255,11 +338,9 @@ def panel_grid_figure(
         placement = {} if one_bar else _panel_bar_placement(fig, r, c)
         fig.add_trace(
             go.Heatmap(
-                z=z,
-                customdata=raw if uniform is not None else None,
+                **shown[i][1],
                 opacity=opacity if under else 1.0,
                 name=titles[i] if titles else f"panel {i + 1}",
-                hovertemplate=shown[i][1],
                 **scale.trace_kwargs(showscale=show, **placement),
             ),
             row=r,
@@ -295,9 +376,10 @@ def head_grid_figure(
     a ratio to its own uniform level (1/keys), on one scale shared by every head. Further keyword
     arguments go to `panel_grid_figure`.
     """
-    maps = views.head_maps(stage, block, kind, pixel)
+    heads = views.head_maps(stage, block, kind, pixel, on="tokens")  # (heads, H, W): one cell per token
+    maps = [TokenMap(values, heads.stride, heads.image_size) for values in heads.values]
     titles, uniform = [], []
-    for h in range(maps.shape[0]):
+    for h in range(len(maps)):
         record, _ = views.head_group(stage, block, h)
         titles.append(f"head {h + 1} · keys {record.key_grid[0]}x{record.key_grid[1]}")
         uniform.append(views.uniform_level(stage, block, h))
@@ -306,16 +388,17 @@ def head_grid_figure(
         "title", f"Stage {stage + 1}, block {block % views.num_blocks(stage) + 1}: {what}, every head"
     )
     kwargs.setdefault("uniform", uniform)
-    return panel_grid_figure(list(maps), titles, image=views.images[0], **kwargs)
+    return panel_grid_figure(maps, titles, image=views.images[0], **kwargs)
 
 
 def stage_panels_figure(
     image: np.ndarray | torch.Tensor | None,
-    maps: Sequence[np.ndarray | torch.Tensor],
+    maps: Sequence[MapLike],
     titles: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> go.Figure:
-    """One panel per stage (e.g. `AttentionViews.stage_maps` or `AttentionRollout` maps at image size).
+    """One panel per stage (e.g. `AttentionViews.stage_maps(on="tokens")` or `AttentionRollout.token_map`
+    of each stage; maps at image size are drawn one cell per pixel).
 
     Pass ``uniform`` (one level per stage, or one for all) to draw attention against uniform attention.
     """
@@ -366,7 +449,7 @@ def twin_figure(
 
 def footprint_figure(
     image: np.ndarray | torch.Tensor,
-    labels: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | TokenMap,
     key: int | None = None,
     key_grid: tuple[int, int] | None = None,
     opacity: float = 0.45,
@@ -376,26 +459,38 @@ def footprint_figure(
 
     Args:
         image: (H, W, 3).
-        labels: (H, W) key index of each pixel (-1: no key), from `AttentionViews.footprint`.
+        labels: (H, W) key index of each pixel (-1: no key), from `AttentionViews.footprint`, or the
+            same per token (``footprint(..., on="tokens")``, drawn one cell per token).
         key: key to highlight (its footprint 1, the rest 0).
         key_grid: (h, w) of the keys; colours the footprints as a checkerboard so every boundary shows
             (otherwise neighbouring keys get neighbouring colours of one scale).
     """
-    lab = _np(labels)
+    per_token = isinstance(labels, TokenMap)
+    lab = _np(labels.values if per_token else labels)
     if key is not None:
-        z = np.where(lab == key, 1.0, 0.0)
-        fig = overlay_figure(image, z, opacity, title, colorscale="Blues")
-        fig.data[-1].update(
-            hovertemplate="y %{y}, x %{x}: in key " + str(key) + ": %{z}<extra></extra>", showscale=False
-        )
-        return fig
-    if key_grid is not None:
-        z = np.where(lab < 0, np.nan, (lab // key_grid[1] + lab % key_grid[1]) % 2)
+        z, colorscale = np.where(lab == key, 1.0, 0.0), "Blues"
+    elif key_grid is not None:
+        z, colorscale = np.where(lab < 0, np.nan, (lab // key_grid[1] + lab % key_grid[1]) % 2), "Viridis"
     else:
-        z = np.where(lab < 0, np.nan, lab)
-    fig = overlay_figure(image, z, opacity, title, colorscale="Viridis")
-    fig.data[-1].update(
-        customdata=lab, hovertemplate="y %{y}, x %{x}: key %{customdata}<extra></extra>", showscale=False
+        z, colorscale = np.where(lab < 0, np.nan, lab), "Viridis"
+    fig = overlay_figure(
+        image,
+        TokenMap(z, labels.stride, labels.image_size) if per_token else z,
+        opacity,
+        title,
+        colorscale=colorscale,
+    )
+    trace = fig.data[-1]
+    if per_token:  # the token's row, column and pixels (as `overlay_figure` gave them), then its key
+        custom = np.concatenate([np.asarray(trace.customdata), lab[..., None].astype(np.float32)], axis=-1)
+        where, key_of_cell = TOKEN_HOVER, "%{customdata[6]}"
+    else:
+        custom, where, key_of_cell = lab, "y %{y}, x %{x}", "%{customdata}"
+    what = f"in key {key}: %{{z}}" if key is not None else f"key {key_of_cell}"
+    trace.update(
+        customdata=custom if per_token or key is None else None,
+        hovertemplate=f"{where}: {what}<extra></extra>",
+        showscale=False,
     )
     return fig
 
@@ -444,6 +539,10 @@ def _palette(i: int) -> str:
 def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.Figure:
     """Mean attention distance and normalised entropy of every head, stage by stage.
 
+    One colour per head. The legend runs in rows under the plots, so every head is listed however
+    many a stage has (a legend beside the plots was cut after "head 8"); a click on an entry hides
+    that head in both plots.
+
     Args:
         rows: `HeadStat` objects or the dicts of `hvit.explain.head_stats.summarize_by_stage`.
     """
@@ -452,9 +551,10 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
         rows=1, cols=2, subplot_titles=["Mean attention distance (pixels)", "Normalised entropy"]
     )
     heads = sorted({r["head"] for r in recs})
+    step = min(0.06, 0.6 / max(1, len(heads) - 1))  # heads side by side, all within +-0.3 of their stage
     for i, h in enumerate(heads):
         mine = [r for r in recs if r["head"] == h]
-        x = [r["stage"] + 1 + 0.06 * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
+        x = [r["stage"] + 1 + step * (i - (len(heads) - 1) / 2) for r in mine]  # jitter heads apart
         text = [
             f"stage {r['stage'] + 1}, head {h + 1}" + (f", block {r['block'] + 1}" if "block" in r else "")
             for r in mine
@@ -478,7 +578,23 @@ def head_stats_figure(rows: Sequence, title: str = "Near and far heads") -> go.F
     stages = sorted({r["stage"] + 1 for r in recs})
     fig.update_xaxes(title_text="stage", tickvals=stages)
     fig.update_yaxes(range=[0, 1.05], col=2)
-    fig.update_layout(title=title, height=400)
+    # Legend rows sized for a narrow column (about 8 entries a row); each row adds to the height.
+    legend_rows = max(1, math.ceil(len(heads) / 8))
+    top, bottom = 50 if title else 30, 70 + 22 * legend_rows
+    height = 320 + bottom + top
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 60, "r": 10, "t": top, "b": bottom},  # left: room for the distance tick labels
+        legend={
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "y": -52 / (height - top - bottom),  # below the tick labels and the "stage" axis title
+            "yanchor": "top",
+        },
+    )
+    fig.update_yaxes(automargin=True)
     return fig
 
 

@@ -24,6 +24,9 @@ token or a key to; this is the convention every attention visualisation uses.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 
@@ -90,6 +93,58 @@ def grid_to_image(values: torch.Tensor, image_size: tuple[int, int], stride: int
     rows = torch.clamp(torch.arange(image_size[0], device=values.device) // stride, max=h - 1)
     cols = torch.clamp(torch.arange(image_size[1], device=values.device) // stride, max=w - 1)
     return values[..., rows, :][..., cols]
+
+
+def token_edges(tokens: int, size: int, stride: int) -> list[int]:
+    """Pixel edges of ``tokens`` cells of ``stride`` pixels along an axis of ``size`` pixels.
+
+    Cell i covers pixels [edges[i], edges[i + 1]): i*stride up to the next cell, the last one up to
+    the image's edge (as `grid_to_image` paints it: pixels past the last full token take its value).
+    """
+    if tokens < 1 or stride < 1 or (tokens - 1) * stride >= size:
+        raise ValueError(
+            f"{tokens} tokens of {stride} pixels do not fit {size} pixels: the last token would start "
+            f"at pixel {(tokens - 1) * stride}; a stage's grid must cover the image with every token on it"
+        )
+    return [i * stride for i in range(tokens)] + [size]
+
+
+@dataclass(frozen=True)
+class TokenMap:
+    """A map with one value per token, and the pixels each token covers on the image.
+
+    What `grid_to_image` would paint, kept at its own resolution: a figure draws one cell per token
+    (`hvit.explain.figures`), a 24x24 grid instead of the 96x96 pixels that repeat it.
+
+    Attributes:
+        values: (H, W) one value per token (or (..., H, W) for several maps on one grid).
+        stride: pixels per token along each axis.
+        image_size: (S_h, S_w) of the image; token (i, j) covers pixel rows [i*stride, (i+1)*stride)
+            and columns likewise, the last row and column of tokens reaching the image's edge.
+    """
+
+    values: torch.Tensor | np.ndarray
+    stride: int
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        h, w = self.values.shape[-2:]
+        token_edges(h, self.image_size[0], self.stride)  # raises when the grid does not fit the image
+        token_edges(w, self.image_size[1], self.stride)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(H, W) of the token grid."""
+        return int(self.values.shape[-2]), int(self.values.shape[-1])
+
+    def edges(self) -> tuple[list[int], list[int]]:
+        """Pixel edges of the token rows and columns (see `token_edges`)."""
+        (h, w), (s_h, s_w) = self.grid, self.image_size
+        return token_edges(h, s_h, self.stride), token_edges(w, s_w, self.stride)
+
+    def to_image(self) -> torch.Tensor:
+        """(..., S_h, S_w): the map painted onto pixels (`grid_to_image`)."""
+        return grid_to_image(torch.as_tensor(self.values), self.image_size, self.stride)
 
 
 def pixel_to_token(pixel: tuple[int, int], grid: tuple[int, int], stride: int) -> tuple[int, int]:

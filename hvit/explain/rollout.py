@@ -41,7 +41,7 @@ from torch import nn
 
 from hvit.explain._inputs import ImageLike, prepare_images
 from hvit.explain.extract import AttentionMaps, extract_attention
-from hvit.explain.geometry import grid_to_image, pixel_to_token, spread_matrix, stage_strides
+from hvit.explain.geometry import TokenMap, grid_to_image, pixel_to_token, spread_matrix, stage_strides
 from hvit.layers.attention import AttentionRecord
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -164,6 +164,11 @@ class AttentionRollout:
     def to_image(self, stage: int = -1) -> torch.Tensor:
         """(B, S_h, S_w): stage ``stage``'s rollout painted onto pixels (each pixel holds its token's share)."""
         return grid_to_image(self.maps[stage], self.image_size, self.stride)
+
+    def token_map(self, stage: int = -1, image_index: int = 0) -> TokenMap:
+        """Stage ``stage``'s rollout of one image on the stage-1 token grid, with the pixels each token
+        covers: what `to_image` paints, one value per token (what the figures draw)."""
+        return TokenMap(self.maps[stage][image_index], self.stride, self.image_size)
 
 
 def _readout(

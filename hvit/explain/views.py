@@ -10,7 +10,9 @@ pixels those tokens cover (see `hvit.explain.geometry`). Views come in two coord
 
 - ``on="keys"``: the raw (h, w) values on the head group's own key grid (what the layer computes);
 - ``on="image"``: the same values painted over each key's footprint at image resolution, so heads with
-  different key grids (and different stages) can be laid over the input and compared.
+  different key grids (and different stages) can be laid over the input and compared;
+- ``on="tokens"``: the same picture at the stage's token resolution, a `TokenMap` (one value per
+  query token, plus the pixels each covers): what the figures draw, one cell per token.
 
 `attention_views(model, image)` runs the model once and returns an `AttentionViews` whose methods give
 every picture the apps show. The functions below it work on a single `AttentionRecord`.
@@ -26,7 +28,14 @@ from torch import nn
 
 from hvit.explain._inputs import ImageLike, class_names, display_images, prepare_images
 from hvit.explain.extract import AttentionMaps, extract_attention
-from hvit.explain.geometry import grid_to_image, membership, paint_matrix, pixel_to_token, stage_strides
+from hvit.explain.geometry import (
+    TokenMap,
+    grid_to_image,
+    membership,
+    paint_matrix,
+    pixel_to_token,
+    stage_strides,
+)
 from hvit.layers.attention import AttentionRecord
 
 # --- one head group ------------------------------------------------------------------------------------
@@ -82,20 +91,30 @@ def received_key_attention(
     return probs.mean(0).reshape(record.key_grid)
 
 
+def keys_to_tokens(values: torch.Tensor, record: AttentionRecord) -> torch.Tensor:
+    """Paint (..., h, w) key values over the query tokens they summarise.
+
+    Every token takes the value of the key that summarises it (the mean, where adaptive-pooling bins
+    overlap; zero for the few tokens a strided reduction drops).
+
+    Returns:
+        (..., H, W) on the query grid.
+    """
+    paint = paint_matrix(record.query_grid, record.key_grid, record.sr_ratio).to(values)  # (h*w, H*W)
+    tokens = values.flatten(-2) @ paint  # (..., H*W)
+    return tokens.unflatten(-1, record.query_grid)
+
+
 def keys_to_image(
     values: torch.Tensor, record: AttentionRecord, image_size: tuple[int, int], stride: int
 ) -> torch.Tensor:
-    """Paint (..., h, w) key values over their footprints at image resolution.
-
-    Every token takes the value of the key that summarises it (the mean, where adaptive-pooling bins
-    overlap; zero for the few tokens a strided reduction drops), and every pixel the value of its token.
+    """Paint (..., h, w) key values over their footprints at image resolution: `keys_to_tokens`, then
+    every pixel takes the value of its token.
 
     Returns:
         (..., S_h, S_w).
     """
-    paint = paint_matrix(record.query_grid, record.key_grid, record.sr_ratio).to(values)  # (h*w, H*W)
-    tokens = values.flatten(-2) @ paint  # (..., H*W)
-    return grid_to_image(tokens.unflatten(-1, record.query_grid), image_size, stride)
+    return grid_to_image(keys_to_tokens(values, record), image_size, stride)
 
 
 def key_footprint(record: AttentionRecord, image_size: tuple[int, int], stride: int) -> torch.Tensor:
@@ -108,12 +127,18 @@ def key_footprint(record: AttentionRecord, image_size: tuple[int, int], stride: 
     return grid_to_image(member, image_size, stride) > 0
 
 
+def key_token_labels(record: AttentionRecord) -> torch.Tensor:
+    """(H, W) long: the index of the key summarising each query token (-1 where none does; the first
+    one where adaptive-pooling bins overlap)."""
+    member = key_membership(record).unflatten(-1, record.query_grid) > 0  # (h*w, H, W)
+    labels = member.float().argmax(0)
+    return torch.where(member.any(0), labels, torch.full_like(labels, -1))
+
+
 def key_footprint_labels(record: AttentionRecord, image_size: tuple[int, int], stride: int) -> torch.Tensor:
-    """(S_h, S_w) long: the index of the key summarising each pixel (-1 where none does; the first
-    one where adaptive-pooling bins overlap). A label image to draw the key grid over the input."""
-    fp = key_footprint(record, image_size, stride)  # (h*w, S_h, S_w)
-    labels = fp.float().argmax(0)
-    return torch.where(fp.any(0), labels, torch.full_like(labels, -1))
+    """(S_h, S_w) long: `key_token_labels` painted onto pixels. A label image to draw the key grid over
+    the input."""
+    return grid_to_image(key_token_labels(record), image_size, stride)
 
 
 # --- a whole model ---------------------------------------------------------------------------------------
@@ -170,31 +195,32 @@ class AttentionViews:
         grid = self.groups(stage)[0].query_grid
         return pixel_to_token(pixel, grid, self.strides[stage])
 
-    def _per_head(self, stage: int, block: int, head: int | None, fn, on: str) -> torch.Tensor:
-        if on not in ("image", "keys"):
-            raise ValueError(f"on must be 'image' or 'keys', got {on!r}")
-        if head is not None:
-            record, h = self.head_group(stage, block, head)
-            values = fn(record, h)
-            return (
-                values
-                if on == "keys"
-                else keys_to_image(values, record, self.image_size, self.strides[stage])
-            )
-        groups = self.groups(stage, block)
+    def _per_head(self, stage: int, block: int, head: int | None, fn, on: str) -> torch.Tensor | TokenMap:
+        if on not in ("image", "keys", "tokens"):
+            raise ValueError(f"on must be 'image', 'keys' or 'tokens', got {on!r}")
         if on == "keys":
+            if head is not None:
+                record, h = self.head_group(stage, block, head)
+                return fn(record, h)
+            groups = self.groups(stage, block)
             if len(groups) > 1:
                 raise ValueError(
                     f"stage {stage} is multi-scale: its head groups have key grids {[g.key_grid for g in groups]}; "
                     "ask for one head, or for on='image' to average the heads over the image"
                 )
             return fn(groups[0], None)
-        # Mean over every head of the layer: each group's head mean, weighted by its number of heads,
-        # once painted onto the image (the only grid all groups share).
-        total = sum(
-            len(g.heads) * keys_to_image(fn(g, None), g, self.image_size, self.strides[stage]) for g in groups
-        )
-        return total / self.num_heads(stage)
+        if head is not None:
+            record, h = self.head_group(stage, block, head)
+            tokens = keys_to_tokens(fn(record, h), record)  # (H, W)
+        else:
+            # Mean over every head of the layer: each group's head mean, weighted by its number of heads,
+            # once painted onto the query tokens (the grid all groups share).
+            groups = self.groups(stage, block)
+            tokens = sum(len(g.heads) * keys_to_tokens(fn(g, None), g) for g in groups) / self.num_heads(
+                stage
+            )
+        on_tokens = TokenMap(tokens, self.strides[stage], self.image_size)
+        return on_tokens if on == "tokens" else on_tokens.to_image()
 
     def query_attention(
         self,
@@ -205,7 +231,7 @@ class AttentionViews:
         query: tuple[int, int] | str | None = None,
         on: str = "image",
         image_index: int = 0,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | TokenMap:
         """Where one query location looks: its attention over the reduced key grid.
 
         Args:
@@ -213,7 +239,8 @@ class AttentionViews:
             head: a head of the layer, or ``None`` for the mean over all heads.
             pixel: the query as an image pixel (y, x) (converted to the stage's token covering it).
             query: the query as a token (i, j) of the stage's grid, or ``"cls"``; used when no pixel.
-            on: ``"image"`` (S_h, S_w) painted over key footprints, or ``"keys"`` (h, w).
+            on: ``"image"`` (S_h, S_w) painted over key footprints, ``"keys"`` (h, w), or ``"tokens"``: a
+                `TokenMap` of the stage's query grid (what ``"image"`` repeats over each token's pixels).
             image_index: which image of the batch.
 
         Returns:
@@ -232,9 +259,10 @@ class AttentionViews:
 
     def received_attention(
         self, stage: int, block: int = -1, head: int | None = None, on: str = "image", image_index: int = 0
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | TokenMap:
         """The attention each key receives, averaged over all queries of the layer (see
-        `received_key_attention`); ``head=None`` averages the heads. Returns (S_h, S_w) or (h, w)."""
+        `received_key_attention`); ``head=None`` averages the heads. Returns (S_h, S_w), (h, w) or a
+        `TokenMap`, as ``on`` asks (see `query_attention`)."""
 
         def fn(record: AttentionRecord, h: int | None) -> torch.Tensor:
             return received_key_attention(record, h, image_index)
@@ -248,22 +276,29 @@ class AttentionViews:
         kind: str = "received",
         pixel: tuple[int, int] | None = None,
         image_index: int = 0,
-    ) -> torch.Tensor:
-        """(heads, S_h, S_w): every head of a layer on the image, for a per-head grid.
+        on: str = "image",
+    ) -> torch.Tensor | TokenMap:
+        """Every head of a layer on the image, for a per-head grid.
 
         Args:
             kind: ``"received"`` (attention each key receives) or ``"query"`` (the attention of the
                 query at ``pixel``, default the image centre).
+            on: ``"image"``: a (heads, S_h, S_w) tensor; ``"tokens"``: a `TokenMap` of (heads, H, W).
         """
         if kind not in ("received", "query"):
             raise ValueError(f"kind must be 'received' or 'query', got {kind!r}")
+        if on not in ("image", "tokens"):
+            raise ValueError(f"on must be 'image' or 'tokens' (every head on one grid), got {on!r}")
         maps = []
         for h in range(self.num_heads(stage)):
             if kind == "received":
-                maps.append(self.received_attention(stage, block, h, image_index=image_index))
+                maps.append(self.received_attention(stage, block, h, on="tokens", image_index=image_index))
             else:
-                maps.append(self.query_attention(stage, block, h, pixel=pixel, image_index=image_index))
-        return torch.stack(maps)
+                maps.append(
+                    self.query_attention(stage, block, h, pixel=pixel, on="tokens", image_index=image_index)
+                )
+        heads = TokenMap(torch.stack([m.values for m in maps]), maps[0].stride, maps[0].image_size)
+        return heads if on == "tokens" else heads.to_image()
 
     def stage_maps(
         self,
@@ -271,30 +306,45 @@ class AttentionViews:
         kind: str = "received",
         pixel: tuple[int, int] | None = None,
         image_index: int = 0,
-    ) -> list[torch.Tensor]:
-        """One (S_h, S_w) head-mean map per stage (block ``block`` of each), for per-stage panels."""
+        on: str = "image",
+    ) -> list[torch.Tensor] | list[TokenMap]:
+        """One head-mean map per stage (block ``block`` of each), for per-stage panels: (S_h, S_w)
+        tensors, or with ``on="tokens"`` one `TokenMap` per stage, each on its own token grid."""
+        if on not in ("image", "tokens"):
+            raise ValueError(f"on must be 'image' or 'tokens' (stages have different key grids), got {on!r}")
         out = []
         for s in range(self.num_stages):
             if kind == "received":
-                out.append(self.received_attention(s, block, image_index=image_index))
+                out.append(self.received_attention(s, block, on=on, image_index=image_index))
             else:
-                out.append(self.query_attention(s, block, pixel=pixel, image_index=image_index))
+                out.append(self.query_attention(s, block, pixel=pixel, on=on, image_index=image_index))
         return out
 
     def footprint(
-        self, stage: int, block: int = -1, head: int = 0, key: int | tuple[int, int] | None = None
-    ) -> torch.Tensor:
+        self,
+        stage: int,
+        block: int = -1,
+        head: int = 0,
+        key: int | tuple[int, int] | None = None,
+        on: str = "image",
+    ) -> torch.Tensor | TokenMap:
         """Footprint of the key grid of ``head``'s group.
 
         Returns:
             with ``key`` (flat index or (a, b)): an (S_h, S_w) bool mask of the pixels that key
-            summarises; without: the (S_h, S_w) label image of `key_footprint_labels`.
+            summarises; without: the (S_h, S_w) label image of `key_footprint_labels`. With
+            ``on="tokens"``, the same as a `TokenMap` of the stage's query grid.
         """
+        if on not in ("image", "tokens"):
+            raise ValueError(f"on must be 'image' or 'tokens', got {on!r}")
         record, _ = self.head_group(stage, block, head)
         if key is None:
-            return key_footprint_labels(record, self.image_size, self.strides[stage])
-        k = key if isinstance(key, int) else key[0] * record.key_grid[1] + key[1]
-        return key_footprint(record, self.image_size, self.strides[stage])[k]
+            tokens = key_token_labels(record)  # (H, W)
+        else:
+            k = key if isinstance(key, int) else key[0] * record.key_grid[1] + key[1]
+            tokens = key_membership(record)[k].reshape(record.query_grid) > 0  # (H, W)
+        on_tokens = TokenMap(tokens, self.strides[stage], self.image_size)
+        return on_tokens if on == "tokens" else on_tokens.to_image()
 
     def layer_info(self, stage: int, block: int = -1) -> list[dict]:
         """Plain description of each head group of a layer (for captions)."""
