@@ -677,7 +677,7 @@ def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
             ikey = f"sample:{path.parent.name}/{path.name}"
             pred = prediction(model, key, image, ikey)
             attention_views(model, key, image, ikey)
-            rollout_maps(model, key, image, ikey)
+            rollout_maps(model, key, image, ikey, on="tokens")
             head_stats(model, key, image, ikey)
             target = pred.class_index[0]
             maps = {

@@ -238,7 +238,7 @@ def lesson_step() -> None:
             )
             st.latex(r"\mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V")
         _, head, pixel = stage_and_query(show_head=True, show_stage=False)
-        heat = views.query_attention(0, -1, head, pixel=pixel)
+        heat = views.query_attention(0, -1, head, pixel=pixel, on="tokens")
         with figure:
             st.plotly_chart(
                 demo.query_figure(
@@ -290,7 +290,7 @@ def lesson_step() -> None:
             st.plotly_chart(
                 figures.footprint_figure(
                     image,
-                    views.footprint(stage, -1, 0),
+                    views.footprint(stage, -1, 0, on="tokens"),
                     key_grid=record.key_grid,
                     title=f"Stage {stage + 1}: the {record.key_grid[0]}x{record.key_grid[1]} key grid over the image",
                 ),
@@ -314,7 +314,7 @@ def lesson_step() -> None:
             report = common.complexity_report(model, mkey)
             st.plotly_chart(demo.pyramid_figure(report, height=330), key="cls_pyramid", **CHART)
         # full width below: four stages, two by two, each panel large enough to read
-        maps = views.stage_maps(kind="query", pixel=pixel)
+        maps = views.stage_maps(kind="query", pixel=pixel, on="tokens")
         st.plotly_chart(
             figures.stage_panels_figure(
                 image,
@@ -338,7 +338,7 @@ def lesson_step() -> None:
         )
 
     elif step == 5:
-        rollout = common.rollout_maps(model, mkey, picked.image, picked.key)
+        rollout = common.rollout_maps(model, mkey, picked.image, picked.key, on="tokens")
         with text:
             st.subheader("5 · How the class is decided")
             st.markdown(
@@ -368,7 +368,7 @@ def lesson_step() -> None:
                 **CHART,
             )
             if mask is not None:
-                score = demo.map_scores({"rollout": rollout[-1]}, mask)[0]
+                score = demo.map_scores({"rollout": rollout[-1].to_image()}, mask)[0]
                 st.caption(
                     f"Mask mass: {score['mask mass']:.0%} of the rollout lies on the shape (chance: {score['chance']:.0%})."
                 )
