@@ -39,6 +39,7 @@ LAZY_OPTIONAL = {
     ("hvit/bench/browser.py", "playwright"): "dev",  # `python -m hvit.bench browser` drives Chromium
     ("hvit/bench/classroom.py", "playwright"): "dev",  # `python -m hvit.bench classroom` likewise
     ("hvit/bench/space.py", "gradio_client"): "dev",  # `python -m hvit.bench space` calls the Space's API
+    ("hvit/bench/figures.py", "playwright"): "dev",  # `python -m hvit.bench figures` draws in Chromium
 }
 DEV_ONLY = {"pytest", "ruff", "playwright", "gradio-client"}
 

@@ -5,8 +5,8 @@ The graph is read from the source (ast), with every import: module level, inside
 the bottom up, as drawn in the README's "Where things are" table:
 
 1. core model: config, layers, model, complexity, registry, interchange, preprocessing;
-2. data, training, explanations, shipped assets, benchmarks, command-line checks;
-3. demo: what the two apps share;
+2. data, training, explanations, shipped assets, command-line checks;
+3. demo: what the two apps share, and the benchmarks (they time the apps' figures and pages too);
 4. the apps (``app/``, ``pages/``), outside the package.
 """
 
@@ -19,8 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hvit"
 CORE = ("config", "layers", "model", "complexity", "registry", "interchange", "preprocessing")
-MIDDLE = ("data", "train", "metrics", "explain", "assets", "bench", "command_line")
-DEMO = ("demo",)
+MIDDLE = ("data", "train", "metrics", "explain", "assets", "command_line")
+DEMO = ("demo", "bench")
 
 
 def _module_name(path: Path) -> str:
