@@ -24,6 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Imported here, once, before sessions run side by side: plotly and Streamlit import pandas lazily, and
+# plotly takes it from sys.modules while another session's thread is still importing it ("partially
+# initialized module 'pandas' has no attribute 'Series'": 6 of 8 students' attention pages failed at
+# once in `python -m hvit.bench classroom --k 8`). An import inside this module's own import is finished
+# before any other session gets past `import common`.
+import pandas  # noqa: F401
 import plotly.graph_objects  # noqa: F401 - every page draws with it: imported before the freeze below
 import streamlit as st
 from PIL import Image
