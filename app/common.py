@@ -12,6 +12,7 @@ done by `hvit`; this module decides where it is shown and keeps it per browser s
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import hashlib
@@ -642,6 +643,17 @@ def attribution_settings(steps: int = DEFAULT_IG_STEPS, samples: int = DEFAULT_N
 
 _warmed: set[str] = set()
 _warm_lock = threading.Lock()
+_warm_stop = threading.Event()
+_warm_threads: list[threading.Thread] = []
+
+
+@atexit.register
+def _stop_warm_up() -> None:
+    """At server exit, let a warm-up finish its current step instead of dying inside torch (which
+    aborts the process: "terminate called without an active exception")."""
+    _warm_stop.set()
+    for thread in _warm_threads:
+        thread.join(timeout=10)
 
 
 def warm_up(in_use: ModelInUse) -> None:
@@ -661,7 +673,9 @@ def warm_up(in_use: ModelInUse) -> None:
         if in_use.key in _warmed:
             return
         _warmed.add(in_use.key)
-    threading.Thread(target=_warm, args=(in_use,), name=f"hvit-warm-up {in_use.key}", daemon=True).start()
+    thread = threading.Thread(target=_warm, args=(in_use,), name=f"hvit-warm-up {in_use.key}", daemon=True)
+    _warm_threads.append(thread)
+    thread.start()
 
 
 def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
@@ -680,18 +694,24 @@ def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
     paths = [p for p in demo.samples_for(domain, sample_paths()) if demo.image_kind(p) in domain.image_kinds]
     try:
         for path in paths[:max_images]:
+            if _warm_stop.is_set():
+                return
             image = demo.load_image(path)
             ikey = f"sample:{path.parent.name}/{path.name}"
-            pred = prediction(model, key, image, ikey)
+            target = prediction(model, key, image, ikey).class_index[0]
             attention_views(model, key, image, ikey)
             rollout_maps(model, key, image, ikey, on="tokens")
             head_stats(model, key, image, ikey)
-            target = pred.class_index[0]
-            maps = {
-                m: attribution(model, key, image, ikey, m, target, cam_stage, settings)
-                for m in DEFAULT_METHODS
-            }
-            ig = {"integrated_gradients": maps["integrated_gradients"]["map"]}
+            maps = {}
+            for method in DEFAULT_METHODS:  # the slow steps: check for the server's exit between them
+                if _warm_stop.is_set():
+                    return
+                maps[method] = attribution(model, key, image, ikey, method, target, cam_stage, settings)[
+                    "map"
+                ]
+            if _warm_stop.is_set():
+                return
+            ig = {"integrated_gradients": maps["integrated_gradients"]}
             randomisation(model, key, image, ikey, ig, ("integrated_gradients",), target, -1, settings)
     except Exception:  # a cache left cold is only slower; the page computes it and shows any error
         logger.warning("warm-up of %s stopped", key, exc_info=True)

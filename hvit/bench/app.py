@@ -15,6 +15,7 @@ The app's files live in the repository, not in the package: run it from a clone'
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "--app", default="app/main.py", help="the app's main.py (default: from the current folder)"
     )
     args = parser.parse_args(argv)
-    main_py = Path(args.app)
+    main_py = Path(args.app).resolve()  # AppTest resolves a relative path against its caller, not the cwd
     if not main_py.is_file():
         parser.error(
             f"no Streamlit app at {main_py.resolve()}; run this from the root of an hvit clone "
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     from streamlit.testing.v1 import AppTest
+
+    # The scripts' own time, without the app's background warm-up (app/common.py) competing for the CPU.
+    os.environ.setdefault("HVIT_WARM_UP", "0")
 
     rows: list[tuple[str, float, float, float]] = []
     for name, page in PAGES.items():
