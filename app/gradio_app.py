@@ -389,7 +389,8 @@ def _query_picture(views: AttentionViews, pixel: tuple[int, int]) -> np.ndarray:
 def _stages_figure(
     model: HierarchialViT, views: AttentionViews, view: str, pixel: tuple[int, int]
 ) -> go.Figure:
-    """One panel per stage, all on one colour scale measured against uniform attention."""
+    """One panel per stage measured against uniform attention: rollout on one colour scale, query and
+    received attention each stage on its own."""
     n = views.num_stages
     if view == "rollout":
         # From what the next stage (or the classifier) reads of each stage: the mean of its tokens.
@@ -414,10 +415,14 @@ def _stages_figure(
             if view == "query"
             else "Attention each key receives in each stage (mean over queries and heads, last block)"
         )
-    # One scale for every stage: attention as a multiple of uniform (1/keys) compares across key grids.
+    # Rollout: one scale, every stage spreads over the same stage-1 tokens. Query and received attention:
+    # each stage on its own bar (as the lesson's step 4), in multiples of its own uniform level: a deep
+    # stage's few keys reach 10x uniform and more, which on a shared bar draws stages 1-2 near black. Two
+    # panels a row leave each its bar and still more than 240 px.
+    own = view != "rollout"
     fig = stage_panels_figure(
-        views.images[0], maps, titles, cols=min(n, PANELS_PER_ROW), panel_height=PANEL_HEIGHT,
-        uniform=uniform, title=title,
+        views.images[0], maps, titles, cols=min(n, 2 if own else PANELS_PER_ROW), panel_height=PANEL_HEIGHT,
+        uniform=uniform, title=title + (", each stage on its own scale" if own else ""), shared_scale=not own,
     )  # fmt: skip
     if view == "query":
         _mark_query(fig, views, pixel, range(n))
