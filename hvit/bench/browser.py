@@ -298,8 +298,9 @@ async def choose(page, label: str, option: int) -> None:  # noqa: ANN001
     try:
         await page.get_by_role("option").first.wait_for(timeout=3000)
     except PlaywrightTimeout:
-        # Seen on the attention page's form after several reruns: the first click only focuses the
-        # box. A person clicks again; so does the benchmark (the 3 s it waited are counted).
+        # Seen on the attention page's "Explain the class" list (inside a form) after several reruns,
+        # also in the tab in front: the first click only focuses the box. A person clicks again; so does
+        # the benchmark, and the 3 s it waited are counted (it is why that step is the slowest).
         await box.click()
     # no_wait_after: the click starts a rerun, not a navigation; Playwright need not wait for one.
     await page.get_by_role("option").nth(option).click(no_wait_after=True)
