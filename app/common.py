@@ -38,6 +38,7 @@ from PIL import Image
 
 import hvit
 from hvit import demo
+from hvit.demo.priority import lower_this_thread
 from hvit.explain import default_cam_stage
 
 # Where the model in use comes from. The keys are stable (tests and other pages use them).
@@ -682,10 +683,7 @@ def _warm(in_use: ModelInUse, max_images: int | None = None) -> None:
     """The warm-up itself (`warm_up` runs it in a thread): ``max_images`` samples at most."""
     import torch
 
-    try:  # the lowest priority for this thread only (Linux: a thread is a task with its own nice value)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
+    lower_this_thread(19)  # the lowest priority, for this thread only: a click gets the CPU first
     torch.set_num_threads(1)  # this thread's OpenMP team: leave the other core to the pages
     model, key = in_use.model, in_use.key
     settings = attribution_settings()

@@ -26,10 +26,11 @@ class FakeRun:
         self.request = TrainingRequest(dataset=dataset, epochs=1, train_images=images, val_images=0)
         self.phase = "ready"
         self.threads: int | None = None
+        self.nice: int | None = None
         self.eta = math.nan
 
-    def start(self, num_threads: int | None = None) -> None:
-        self.phase, self.threads = "running", num_threads
+    def start(self, num_threads: int | None = None, nice: int | None = None) -> None:
+        self.phase, self.threads, self.nice = "running", num_threads, nice
         STARTED.append(self.name)
 
     def stop(self) -> None:
@@ -61,7 +62,7 @@ def test_runs_start_in_the_order_they_were_asked_for_with_their_thread_share():
     a, b, c = FakeRun("a"), FakeRun("b", images=600), FakeRun("c")
     for run in (a, b, c):
         q.submit(run, "s", memory_bytes=1)
-    assert STARTED == ["a"] and a.threads == 2
+    assert STARTED == ["a"] and a.threads == 2 and a.nice == 10  # below the pages' priority by default
     assert (b.phase, c.phase) == ("queued", "queued")
     assert [q.position(r) for r in (a, b, c)] == [0, 1, 2]
     a.eta = 10.0  # a's own estimate of its time left; b takes 600 images at the default 300 images/s
@@ -183,9 +184,42 @@ def test_a_real_run_stops_and_frees_its_slot_when_its_session_ends():
     active.discard("s1")
     run.join(120)
     assert run.phase == "stopped" and len(run.epochs) < 50
+    assert run.nice == 10  # its thread ran below the pages' priority
     for _ in range(600):  # the monitor gives it the slot within its poll interval
         if waiting.phase != "queued":
             break
         time.sleep(0.1)
     waiting.join(120)
     assert waiting.phase == "completed", waiting.message
+
+
+def test_a_background_thread_lowers_its_own_priority_only():
+    import os
+    import threading
+
+    from hvit.demo.priority import lower_this_thread
+
+    seen = {}
+
+    def work() -> None:
+        seen["ok"] = lower_this_thread(7)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == {"ok": True, "nice": 7}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller is untouched
+    with pytest.raises(ValueError, match="from 0 .* to 19"):
+        lower_this_thread(20)
+
+
+def test_the_priority_setting_is_checked(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HVIT_TRAIN_NICE", "25")
+    with pytest.raises(ValueError, match="HVIT_TRAIN_NICE must be at most 19, got 25"):
+        TrainingQueue.from_environment()
+    monkeypatch.setenv("HVIT_TRAIN_NICE", "0")
+    assert TrainingQueue.from_environment().nice == 0
+    with pytest.raises(ValueError, match="nice must be from 0"):
+        TrainingQueue(nice=-1, poll_s=None)

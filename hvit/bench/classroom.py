@@ -1,11 +1,13 @@
 """A class on one machine: K browser sessions click through the lesson while some of them train.
 
-    python -m hvit.bench classroom [--k 2,4,8] [--timeout-s 60]
+    python -m hvit.bench classroom [--k 4,8,12] [--timeout-s 60] [--arrive-s 2] [--think-s 4]
 
 Starts the app once (loopback only) and, for each K in ``--k``, opens K concurrent browser sessions
-(Playwright contexts of one headless Chromium). Every session opens the classroom walkthrough and
-clicks Next through its six steps, then opens the attention page and clicks on the image. At the same
-time four sessions also use the training page:
+(Playwright contexts of one headless Chromium). Each session is a student: it opens the classroom
+walkthrough and clicks Next through its six steps. Students behave like a class, not like a stress
+tool: they arrive ``--arrive-s`` apart (the teacher reads out the address) and read each step before
+clicking Next (``--think-s`` on average, drawn from 0.5x to 1.5x of it with a fixed seed, so every run
+clicks at the same moments). At the same time four more tabs use the training page:
 
 - the first starts a long run (the page's default settings) and closes its tab once the others have
   joined the queue: its run must stop, and the next run must start within seconds;
@@ -17,6 +19,7 @@ latency percentiles of the clicks and first loads, the trainings' finish order a
 tab's slot was given to the next run, and last one line:
 ``classroom: largest K held H, p50 X s, p95 Y s (at K=H), trainings in order yes/no, closed tab stopped yes/no``.
 The machine's load averages are printed with each K: on a shared machine, read the figures with them.
+All browsers run on the server's own cores here; in a class each student's browser runs on their device.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -39,7 +43,6 @@ from hvit.bench.browser import (
     Step,
     app_server,
     click_button,
-    click_chart,
     first_load,
     percentile,
     settle,
@@ -104,12 +107,31 @@ def summary_line(rounds: list[Round]) -> str:
     )
 
 
-async def _student(context, base: str, index: int, r: Round, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
-    """Classroom steps 1 to 6, then the attention page and a click on its image."""
+@dataclass(frozen=True)
+class Pace:
+    """How a class moves: ``arrive_s`` between two students opening the lesson, ``think_s`` (mean) spent
+    reading a step before clicking Next; ``seed`` fixes the drawn reading times."""
+
+    arrive_s: float = 2.0
+    think_s: float = 4.0
+    seed: int = 0
+
+    def reading_times(self, student: int, clicks: int) -> list[float]:
+        """Seconds student ``student`` reads before each of its ``clicks`` clicks (0.5x to 1.5x ``think_s``)."""
+        rng = random.Random(self.seed * 1_000_003 + student)
+        return [self.think_s * rng.uniform(0.5, 1.5) for _ in range(clicks)]
+
+
+async def _student(
+    context, base: str, index: int, r: Round, quiet_s: float, timeout_s: float, pace: Pace
+) -> None:  # noqa: ANN001
+    """Student ``index`` (from 1): arrives, opens the walkthrough and reads each step before Next."""
+    await asyncio.sleep((index - 1) * pace.arrive_s)
     page, step = await first_load(context, base, "classroom", quiet_s, timeout_s)
     step.page = f"{index}:classroom"
     r.steps.append(step)
-    for target in range(2, 7):
+    for target, reading in zip(range(2, 7), pace.reading_times(index, 5), strict=True):
+        await asyncio.sleep(reading)
         r.steps.append(
             await timed(
                 page,
@@ -120,20 +142,6 @@ async def _student(context, base: str, index: int, r: Round, quiet_s: float, tim
                 timeout_s,
             )
         )
-    await page.close()
-    page, step = await first_load(context, base, "attention", quiet_s, timeout_s)
-    step.page = f"{index}:attention"
-    r.steps.append(step)
-    r.steps.append(
-        await timed(
-            page,
-            f"{index}:attention",
-            "click on the image",
-            lambda: click_chart(page, 0, 0.3, 0.3),
-            quiet_s,
-            timeout_s,
-        )
-    )
     await page.close()
 
 
@@ -192,7 +200,7 @@ async def _trainers(
 
 
 async def run_round(
-    browser, base: str, k: int, quiet_s: float, timeout_s: float, run_timeout_s: float
+    browser, base: str, k: int, quiet_s: float, timeout_s: float, run_timeout_s: float, pace: Pace
 ) -> Round:  # noqa: ANN001
     """K students at once, four of them also using the training page (see the module docstring)."""
     r = Round(k)
@@ -209,7 +217,7 @@ async def run_round(
         except Exception as err:  # reported as the round's failure
             r.training_errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
 
-    students = [_student(contexts[i], base, i, r, quiet_s, timeout_s) for i in range(1, k + 1)]
+    students = [_student(contexts[i], base, i, r, quiet_s, timeout_s, pace) for i in range(1, k + 1)]
     await asyncio.gather(trainers(), *students)
     for context in contexts:
         await context.close()
@@ -218,7 +226,7 @@ async def run_round(
 
 
 async def run_all(
-    base: str, ks: list[int], quiet_s: float, timeout_s: float, run_timeout_s: float
+    base: str, ks: list[int], quiet_s: float, timeout_s: float, run_timeout_s: float, pace: Pace
 ) -> list[Round]:
     from playwright.async_api import async_playwright
 
@@ -229,7 +237,7 @@ async def run_all(
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             for k in ks:
-                r = await run_round(browser, base, k, quiet_s, timeout_s, run_timeout_s)
+                r = await run_round(browser, base, k, quiet_s, timeout_s, run_timeout_s, pace)
                 print(round_line(r), flush=True)
                 for s in r.steps:
                     if s.error:
@@ -246,20 +254,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hvit.bench classroom", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--k", default="2,4,8", help="comma-separated numbers of concurrent sessions")
+    parser.add_argument("--k", default="4,8,12", help="comma-separated numbers of concurrent sessions")
     parser.add_argument(
         "--timeout-s", type=float, default=60.0, help="a page not settled by then is an error"
     )
     parser.add_argument("--run-timeout-s", type=float, default=300.0, help="the most a training may take")
     parser.add_argument("--quiet-s", type=float, default=0.4, help="no change for this long = settled")
+    parser.add_argument(
+        "--arrive-s", type=float, default=2.0, help="seconds between two students opening the lesson"
+    )
+    parser.add_argument(
+        "--think-s", type=float, default=4.0, help="mean seconds a student reads a step before Next"
+    )
     args = parser.parse_args(argv)
+    if min(args.arrive_s, args.think_s) < 0:
+        parser.error("--arrive-s and --think-s must be >= 0")
     ks = sorted(int(v) for v in args.k.split(","))
 
     print(
         f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)"
     )
     with app_server() as url:
-        rounds = asyncio.run(run_all(url, ks, args.quiet_s, args.timeout_s, args.run_timeout_s))
+        pace = Pace(args.arrive_s, args.think_s)
+        print(f"students arrive {pace.arrive_s:g} s apart and read each step {pace.think_s:g} s on average")
+        rounds = asyncio.run(run_all(url, ks, args.quiet_s, args.timeout_s, args.run_timeout_s, pace))
     clicks = [s.seconds for r in rounds for s in r.steps if not s.first_load and s.error is None]
     if clicks:
         print(f"all rounds: {len(clicks)} clicks, median {statistics.median(clicks):.2f} s")

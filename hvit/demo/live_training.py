@@ -70,6 +70,7 @@ class LiveTraining:
         snapshot_uniform: a rollout map's value at one token when spread evenly (1 / stage-1 tokens).
         results: after the run: ``confusion`` (C, C) array and ``samples`` (images, labels, predictions,
             probabilities) of the validation set.
+        nice: the CPU priority the run's thread got (0 normal, up to 19 lowest; `start`).
     """
 
     def __init__(self, request: TrainingRequest) -> None:
@@ -88,6 +89,7 @@ class LiveTraining:
         self.snapshot_uniform: float | None = None
         self.results: dict | None = None
         self.total_steps = 0
+        self.nice = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -109,19 +111,22 @@ class LiveTraining:
         """Queued, not started yet."""
         return self.phase == "queued"
 
-    def start(self, num_threads: int | None = None) -> None:
+    def start(self, num_threads: int | None = None, nice: int | None = None) -> None:
         """Start training in a daemon thread (returns at once).
 
         Args:
             num_threads: torch threads of this run (``torch.set_num_threads`` in its own thread: with
                 torch's OpenMP build this sets that thread's team only, see `hvit.demo.training_queue`);
                 ``None`` keeps the process's setting.
+            nice: the run's CPU priority, 0 (normal) to 19 (lowest), set for its thread only
+                (`hvit.demo.priority`): clicks in the app then get the CPU before the run; ``None``
+                keeps normal priority.
         """
         import threading
 
         self.phase = "preparing"
         self._thread = threading.Thread(
-            target=self._run, args=(num_threads,), name="hvit-live-training", daemon=True
+            target=self._run, args=(num_threads, nice), name="hvit-live-training", daemon=True
         )
         self._thread.start()
 
@@ -204,9 +209,12 @@ class LiveTraining:
                 train = Subset(train, torch.randperm(len(train), generator=g)[: r.train_images].tolist())
         return model, classes, train, val
 
-    def _run(self, num_threads: int | None = None) -> None:
+    def _run(self, num_threads: int | None = None, nice: int | None = None) -> None:
+        from hvit.demo.priority import lower_this_thread
         from hvit.train import HViTTrainer, TrainConfig
 
+        if nice is not None:  # before the first torch operation: its OpenMP threads inherit the value
+            self.nice = nice if lower_this_thread(nice) else 0
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         try:

@@ -17,6 +17,10 @@ two threads: on a 2-core machine one run at a time with both cores. Two runs at 
 one core, so the second finishes no sooner and the first later; and a run with more threads than its
 share spin-waits against the other (tens of images/s instead of hundreds).
 
+Priority. Each run's thread (and the OpenMP threads torch starts for it) runs at nice ``nice`` (10 by
+default, `hvit.demo.priority`): on a machine a class shares, a click's work gets the CPU before a run,
+and the run trains with what is left. Runs still share among themselves by their thread counts.
+
 A server-wide budget keeps the waiting and running jobs within ``memory_budget`` bytes (each job's
 estimate: `estimate_job_bytes`) and the extracted uploads within ``disk_budget`` bytes; beyond it,
 `submit` and `track_upload` raise `TrainingQueueFull` with a message saying what is in use.
@@ -25,6 +29,7 @@ Settings (environment variables, read when the server's queue is first created):
 
 - ``HVIT_TRAIN_JOBS``: runs training at once (default ``max(1, cores // 2)``);
 - ``HVIT_TRAIN_THREADS``: torch threads per run (default ``max(1, cores // jobs)``);
+- ``HVIT_TRAIN_NICE``: the runs' CPU priority, 0 (as high as the pages) to 19 (default 10);
 - ``HVIT_TRAIN_MEMORY_MB``: memory budget of the queued and running jobs (default a quarter of RAM);
 - ``HVIT_TRAIN_DISK_MB``: disk budget of the extracted uploads (default 2048).
 """
@@ -53,7 +58,7 @@ class Trainable(Protocol):
     request: TrainingRequest
     phase: str
 
-    def start(self, num_threads: int | None = None) -> None: ...
+    def start(self, num_threads: int | None = None, nice: int | None = None) -> None: ...
     def stop(self) -> None: ...
     def progress(self) -> dict[str, float]: ...
 
@@ -127,6 +132,7 @@ class TrainingQueue:
         is_active: ``session_id -> bool``; a job or upload of a session that is no longer active is
             cancelled or removed (default: `streamlit_session_active`).
         poll_s: how often the monitor thread checks; ``None``: no thread (call `sweep` yourself).
+        nice: CPU priority of the runs' threads, 0 (normal) to 19 (lowest): clicks come first.
     """
 
     def __init__(
@@ -137,12 +143,15 @@ class TrainingQueue:
         disk_budget: int = 2048 * MIB,
         is_active: Callable[[str], bool] = streamlit_session_active,
         poll_s: float | None = 0.5,
+        nice: int = 10,
     ) -> None:
         if max_jobs < 1 or threads_per_job < 1:
             raise ValueError(
                 f"max_jobs and threads_per_job must be at least 1, got {max_jobs} and {threads_per_job}"
             )
-        self.max_jobs, self.threads_per_job = max_jobs, threads_per_job
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be from 0 (normal) to 19 (lowest priority), got {nice}")
+        self.max_jobs, self.threads_per_job, self.nice = max_jobs, threads_per_job, nice
         self.memory_budget, self.disk_budget = memory_budget, disk_budget
         self.is_active = is_active
         self.poll_s = poll_s
@@ -164,7 +173,8 @@ class TrainingQueue:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = _env_int("HVIT_TRAIN_MEMORY_MB", ram // 4 // MIB) * MIB
         disk = _env_int("HVIT_TRAIN_DISK_MB", 2048) * MIB
-        return cls(jobs, threads, memory, disk)
+        nice = _env_int("HVIT_TRAIN_NICE", 10, minimum=0, maximum=19)
+        return cls(jobs, threads, memory, disk, nice=nice)
 
     # ----- jobs ------------------------------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ class TrainingQueue:
                 break
             if job.state == "waiting":
                 job.state, job.started = "running", time.monotonic()
-                job.run.start(num_threads=self.threads_per_job)
+                job.run.start(num_threads=self.threads_per_job, nice=self.nice)
                 running += 1
 
     # ----- uploads ---------------------------------------------------------------------------------------
@@ -356,7 +366,7 @@ class TrainingQueue:
                     return
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -364,8 +374,10 @@ def _env_int(name: str, default: int) -> int:
         number = int(value)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{name} must be at least 1, got {number}")
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {number}")
     return number
 
 
