@@ -58,16 +58,44 @@ def test_classroom_summary_reports_the_largest_k_that_held_and_the_training_chec
     from hvit.bench.classroom import Round, round_line
     from hvit.bench.classroom import summary_line as classroom_summary
 
-    ok = Round(4, [Step("1:classroom", "first load", 1.0, 0.5), Step("1:classroom", "Next → 2", 0.2, 0.5)])
+    ok = Round(
+        4,
+        [
+            Step("1:classroom", "first load", 9.0, 0.5, answered=3.0),
+            Step("1:classroom", "Next → 2", 0.9, 0.5, answered=0.2),
+        ],
+    )
     ok.join_order, ok.finish_order, ok.handover_s = [1, 2, 3], [1, 2, 3], 1.5
-    bigger = Round(8, [Step("1:classroom", "Next → 2", 0.4, 0.5)])
+    bigger = Round(8, [Step("1:classroom", "Next → 2", 0.4, 0.5, answered=0.3)])
     bigger.join_order, bigger.finish_order, bigger.handover_s = [1, 2, 3], [1, 3, 2], None
     bigger.training_errors.append("TimeoutError: no slot")
     assert ok.held and ok.in_order and not bigger.held and not bigger.in_order
     assert classroom_summary([ok, bigger]) == (
-        "classroom: largest K held 4, p50 0.20 s, p95 0.20 s (at K=4), trainings in order no, "
-        "closed tab stopped no"
+        "classroom: largest K held 4, clicks answered p50 0.20 s, p95 0.20 s, drawn p50 0.90 s, "
+        "p95 0.90 s (at K=4), trainings in order no, closed tab stopped no"
     )
     assert classroom_summary([ok]).endswith("trainings in order yes, closed tab stopped yes")
     line = round_line(bigger)
     assert line.startswith("K=8   FAILED errors 1") and "finished [1, 3, 2] (queued [1, 2, 3])" in line
+
+
+def test_a_round_does_not_hold_when_the_server_answers_late():
+    from hvit.bench.classroom import Round, round_line
+
+    late = Round(8, [Step("2:classroom", "Next → 3", 70.0, 9.0, answered=61.0)], answer_limit_s=60.0)
+    unknown = Round(8, [Step("2:classroom", "Next → 3", 5.0, 9.0)], answer_limit_s=60.0)  # never answered
+    drawn_late = Round(8, [Step("2:classroom", "Next → 3", 170.0, 9.0, answered=2.0)], answer_limit_s=60.0)
+    assert (late.late, late.held) == (1, False)
+    assert (unknown.late, unknown.held) == (1, False)
+    assert (drawn_late.late, drawn_late.held) == (0, True)  # slow drawing on the shared cores only
+    assert "late 1" in round_line(late)
+
+
+def test_reading_times_are_reproducible_and_around_the_mean():
+    from hvit.bench.classroom import Pace
+
+    pace = Pace(arrive_s=2.0, think_s=4.0, seed=0)
+    first, again, other = pace.reading_times(1, 50), pace.reading_times(1, 50), pace.reading_times(2, 50)
+    assert first == again and first != other  # fixed per student, different between students
+    assert all(2.0 <= t <= 6.0 for t in first)
+    assert 3.0 < sum(first) / len(first) < 5.0

@@ -80,6 +80,7 @@ OBSERVER_JS = """(() => {
     }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 })()"""
 STATE_JS = """() => ({
+    answered: !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]'),
     ready: !!document.querySelector('[data-testid="stMain"] h1')
         && !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
         && !document.querySelector('[data-testid="stStatusWidget"]')
@@ -102,6 +103,8 @@ class Step:
         seconds: from the action to the page's last change once settled (NaN when it failed).
         load: the 1-minute load average when it ended.
         error: what went wrong (an error shown on the page, a timeout), or ``None``.
+        answered: from the action to the end of the server's reply (the script run it started has
+            finished and the browser has all its elements; drawing them may still go on). NaN if unknown.
     """
 
     page: str
@@ -109,6 +112,7 @@ class Step:
     seconds: float
     load: float
     error: str | None = None
+    answered: float = math.nan
 
     @property
     def first_load(self) -> bool:
@@ -215,8 +219,10 @@ def app_server(
 # ----- timing one action -----------------------------------------------------------------------------------
 
 
-async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001 - a Playwright page
-    """Wait until a script run has followed the action and the page has settled; seconds from ``t0_ms``.
+async def settle_times(
+    page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0
+) -> tuple[float, float]:  # noqa: ANN001 - a Playwright page
+    """Wait until a script run has followed the action and the page has settled.
 
     Args:
         page: the Playwright page.
@@ -225,15 +231,28 @@ async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s
         t0_ms: the page's clock (``performance.now()``) when the action started.
         quiet_s: how long without a change counts as settled.
         timeout_s: the most to wait; raises ``TimeoutError`` beyond it.
+
+    Returns:
+        (settled, answered): seconds from ``t0_ms`` to the page's last change, and to the first moment
+        the script run had finished (the server's reply complete, its figures perhaps still drawing).
     """
     deadline = time.monotonic() + timeout_s
+    answered = math.nan
     while True:
         state = await page.evaluate(STATE_JS)
+        if math.isnan(answered) and state["answered"] and state["runs"] > since:
+            answered = max(0.0, (state["now"] - t0_ms) / 1000)
         if state["ready"] and state["runs"] > since and state["now"] - state["last"] >= quiet_s * 1000:
-            return max(0.0, (state["last"] - t0_ms) / 1000)
+            settled = max(0.0, (state["last"] - t0_ms) / 1000)
+            return settled, min(answered, settled) if not math.isnan(answered) else settled
         if time.monotonic() > deadline:
             raise TimeoutError(f"the page did not settle within {timeout_s:.0f} s")
         await asyncio.sleep(0.05)
+
+
+async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001
+    """`settle_times`'s first value: seconds from ``t0_ms`` until the page has settled."""
+    return (await settle_times(page, since, t0_ms, quiet_s, timeout_s))[0]
 
 
 async def problems(page) -> list[str]:  # noqa: ANN001
@@ -250,7 +269,7 @@ async def timed(
     timeout_s: float = 120.0,
 ) -> Step:  # noqa: ANN001
     """Run ``do()`` on ``page`` and time it until the page has settled."""
-    error = None
+    error, answered = None, math.nan
     try:
         # The tab a person clicks in is the one in front. Chromium throttles the timers and animation
         # frames of a tab behind others, which would time the throttling, not the app (a stage change
@@ -258,27 +277,28 @@ async def timed(
         await page.bring_to_front()
         before = await page.evaluate(BEFORE_JS)
         await do()
-        seconds = await settle(page, before[1], before[0], quiet_s, timeout_s)
+        seconds, answered = await settle_times(page, before[1], before[0], quiet_s, timeout_s)
         shown = await problems(page)
         if shown:
             error = shown[0]
     except Exception as err:  # a failed step is a row with its reason, and the lesson goes on
         seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-    return Step(name, action, seconds, os.getloadavg()[0], error)
+    return Step(name, action, seconds, os.getloadavg()[0], error, answered)
 
 
 async def first_load(context, base: str, name: str, quiet_s: float, timeout_s: float = 180.0) -> tuple:  # noqa: ANN001
     """Open page ``name`` in a new tab of ``context``; returns the tab and its `Step`."""
     page = await context.new_page()
-    error = None
+    error, answered = None, math.nan
     try:
         await page.goto(base + PAGES[name], wait_until="commit")
-        seconds = await settle(page, 0, 0.0, quiet_s, timeout_s)  # page clock: 0 = navigation start
+        # page clock: 0 = navigation start
+        seconds, answered = await settle_times(page, 0, 0.0, quiet_s, timeout_s)
         shown = await problems(page)
         error = shown[0] if shown else None
     except Exception as err:
         seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-    return page, Step(name, "first load", seconds, os.getloadavg()[0], error)
+    return page, Step(name, "first load", seconds, os.getloadavg()[0], error, answered)
 
 
 # ----- widgets -------------------------------------------------------------------------------------------------
