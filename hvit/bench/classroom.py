@@ -17,8 +17,9 @@ clicks at the same moments). At the same time four more tabs use the training pa
 Two times are taken for every action: *answered*, until the script run it started has finished and the
 browser holds all its elements (what the server costs), and *drawn*, until the page has also drawn them
 and settled (what a student waits for). In a class each student's browser runs on the student's device;
-here all K run on the server's 2 cores, at a lower CPU priority (``--browser-nice``) so that they do not
-starve the server they measure, which makes *drawn* an upper bound. A K "holds" when the server
+here all K run on the server's 2 cores, below the pages' CPU priority and above training's
+(``--browser-nice``) so that they do not starve the server they measure, which makes *drawn* an upper
+bound. A K "holds" when the server
 answered every action within ``--timeout-s``, every page settled within ``--draw-timeout-s`` and no
 page showed an error. It prints, per K, both percentiles of the clicks and the first loads, the
 trainings' finish order and how soon the closed tab's slot was given to the next run, and last one
@@ -273,7 +274,7 @@ async def run_all(
     timeout_s: float,
     run_timeout_s: float,
     pace: Pace,
-    browser_nice: int = 19,
+    browser_nice: int = 5,
     draw_timeout_s: float = 180.0,
 ) -> list[Round]:
     from playwright.async_api import async_playwright
@@ -283,8 +284,10 @@ async def run_all(
     # In a class every student's browser runs on the student's own device. Here all of them share the
     # server's cores, and a new tab alone costs Chromium 5-10 s of CPU (parsing and running Streamlit's
     # and plotly.js's bundles), so K of them would starve the server they are meant to measure. The
-    # browsers therefore run at a lower CPU priority than the server: this thread's nice value, which
-    # the Playwright driver and Chromium it starts inherit (the server was started before, at 0).
+    # browsers therefore run at a lower CPU priority than the server's pages (nice 0) but above its
+    # background work (training runs at 10, the warm-up at 19), which on the students' devices they would
+    # not compete with either: this thread's nice value, which the Playwright driver and the Chromium it
+    # starts inherit (the server was started before, at 0).
     os.setpriority(os.PRIO_PROCESS, 0, browser_nice)
     rounds = []
     async with async_playwright() as p:
@@ -336,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--browser-nice",
         type=int,
-        default=19,
+        default=5,
         choices=range(20),
         metavar="0..19",
-        help="CPU priority of the browsers (19: lowest; the server runs at 0)",
+        help="CPU priority of the browsers (the server's pages run at 0, training at 10, the warm-up at 19)",
     )
     args = parser.parse_args(argv)
     if min(args.arrive_s, args.think_s) < 0:
