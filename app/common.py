@@ -13,11 +13,13 @@ done by `hvit`; this module decides where it is shown and keeps it per browser s
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import gc
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -36,9 +38,15 @@ import plotly.graph_objects  # noqa: F401 - every page draws with it: imported b
 import streamlit as st
 from PIL import Image
 
-import hvit
-from hvit import demo
-from hvit.explain import default_cam_stage
+# `streamlit run app/main.py` puts app/ on sys.path, not the repository root: this makes `import hvit`
+# work even without the editable install that the README's set-up command performs.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import hvit  # noqa: E402
+from hvit import demo  # noqa: E402
+from hvit.explain import default_cam_stage  # noqa: E402
 
 # Where the model in use comes from. The keys are stable (tests and other pages use them).
 SOURCES: dict[str, str] = {
@@ -89,7 +97,7 @@ class ModelInUse:
 
 
 def setup_page() -> None:
-    """Page settings shared by every page; call first, once per run (done by ``app/main.py``)."""
+    """Page settings shared by every page; call first, once per run (done by ``app/navigation.py``)."""
     st.set_page_config(
         page_title="hvit classroom",
         page_icon=str(PAGE_ICON),  # a local file: a Material or emoji icon is fetched from the internet
@@ -206,10 +214,10 @@ def model_sidebar() -> ModelInUse | None:
                 _fail(f"shipped:{name}", f"{err}")
             else:
                 _load(
-                    f"shipped:{path.name}",
+                    _shipped_key(path),
                     label.removesuffix(" (offline)"),
                     source,
-                    lambda: demo.load_shipped_model(name),
+                    lambda: shipped_model(name),
                     "Loading…",
                 )
         elif source == "trained":
@@ -287,6 +295,44 @@ def model_sidebar() -> ModelInUse | None:
             else:
                 st.error(error[1])
         return None
+
+
+def _shipped_key(path: Path) -> str:
+    return f"shipped:{path.name}"
+
+
+@st.cache_resource(show_spinner=False)
+def _shipped_original(name: str) -> hvit.HierarchialViT:
+    """A shipped model as read from disk, once per server; only ever copied (`shipped_model`)."""
+    return demo.load_shipped_model(name)
+
+
+def shipped_model(name: str) -> hvit.HierarchialViT:
+    """A session's own copy of a shipped model (a name of `hvit.demo.SHIPPED_MODELS`'s values).
+
+    The file is read once per server; each session gets a copy (milliseconds), because recording
+    attention or switching heads off sets state on the modules, which must never reach another
+    session's forward pass running at the same time.
+
+    Raises:
+        FileNotFoundError: no such shipped model, or its file is missing (the message says what to do).
+    """
+    return copy.deepcopy(_shipped_original(name))
+
+
+def load_default_model() -> ModelInUse:
+    """The model the sidebar starts with (the first shipped model), read into the server's cache.
+
+    ``app/main.py`` calls it before the server answers, so the first page finds the model loaded; the
+    result, with the key the sessions use for it, is what the warm-up starts from.
+
+    Raises:
+        FileNotFoundError: the shipped file is missing (the message says what to do).
+    """
+    name = demo.SHIPPED_MODELS[demo.SHIPPED]
+    return ModelInUse(
+        shipped_model(name), _shipped_key(demo.shipped_checkpoint(name)), demo.SHIPPED, "shipped"
+    )
 
 
 def _random_preset(name: str) -> hvit.HierarchialViT:
@@ -648,12 +694,48 @@ _warm_threads: list[threading.Thread] = []
 
 
 @atexit.register
-def _stop_warm_up() -> None:
+def stop_warm_up() -> None:
     """At server exit, let a warm-up finish its current step instead of dying inside torch (which
-    aborts the process: "terminate called without an active exception")."""
+    aborts the process: "terminate called without an active exception"). Called by the server's
+    shutdown (``app/main.py``) and, for servers that do not run it, at interpreter exit."""
     _warm_stop.set()
     for thread in _warm_threads:
         thread.join(timeout=10)
+
+
+def _background_work() -> bool:
+    """Whether the server may work before it is asked (``HVIT_WARM_UP=0``: no)."""
+    return os.environ.get("HVIT_WARM_UP", "1") != "0"
+
+
+def import_in_background() -> threading.Thread | None:
+    """Import, in a thread, the heavy modules the server starts without: the pages import them on
+    first use (torchvision for every prediction's preprocessing, about 3 s; Captum for attributions).
+
+    Called by ``app/main.py`` once the model is loaded, so the server answers without waiting for them
+    and the first page that needs them finds them imported, or half-way. The thread keeps the normal
+    priority, unlike the warm-up: a page that needs a module being imported waits for this thread.
+    Everything is then frozen, like this module's own imports (see `gc.freeze` above). Like the
+    warm-up, ``HVIT_WARM_UP=0`` turns it off.
+
+    Returns:
+        The started thread, or ``None`` when turned off.
+    """
+    if not _background_work():
+        return None
+
+    def _import() -> None:
+        import captum.attr  # noqa: F401
+        import torchvision.transforms.v2  # noqa: F401
+
+        import hvit.explain.figures  # noqa: F401
+        import hvit.explain.views  # noqa: F401
+
+        gc.freeze()
+
+    thread = threading.Thread(target=_import, name="hvit-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def warm_up(in_use: ModelInUse) -> None:
@@ -667,13 +749,15 @@ def warm_up(in_use: ModelInUse) -> None:
     CPU priority with one torch thread, so a click that needs the CPU gets it first. Set
     ``HVIT_WARM_UP=0`` to turn it off.
     """
-    if os.environ.get("HVIT_WARM_UP", "1") == "0":
+    if not _background_work():
         return
     with _warm_lock:
         if in_use.key in _warmed:
             return
         _warmed.add(in_use.key)
-    thread = threading.Thread(target=_warm, args=(in_use,), name=f"hvit-warm-up {in_use.key}", daemon=True)
+    # The thread works on its own copy, as every session does (see `shipped_model`).
+    own = dataclasses.replace(in_use, model=copy.deepcopy(in_use.model))
+    thread = threading.Thread(target=_warm, args=(own,), name=f"hvit-warm-up {in_use.key}", daemon=True)
     _warm_threads.append(thread)
     thread.start()
 

@@ -1,11 +1,8 @@
-"""The hvit classroom: how a hierarchical vision transformer sees, in four pages.
-
-Run from the repository root, offline:
-
-    streamlit run app/main.py
-
-This file is the entry point: the home page, the model chooser in the sidebar (shared by every page of
+"""The classroom app's script: the home page, the model chooser in the sidebar (shared by every page of
 a browser tab) and the navigation to the pages in the top-level ``pages/`` folder.
+
+`app/main.py` serves it (``streamlit run app/main.py``) after loading what every page needs; tests run
+it directly with ``AppTest.from_file("app/navigation.py")``.
 """
 
 from __future__ import annotations
@@ -16,11 +13,8 @@ from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
 ROOT = APP_DIR.parent
-# `streamlit run app/main.py` puts app/ on sys.path; the repository root makes `import hvit` work even
-# without the editable install that the README's set-up command performs.
-for path in (str(APP_DIR), str(ROOT)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if str(APP_DIR) not in sys.path:  # `streamlit run app/main.py` puts it there; AppTest does not
+    sys.path.insert(0, str(APP_DIR))
 
 import streamlit as st  # noqa: E402
 

@@ -1,0 +1,97 @@
+"""The classroom app's server entry (`app/main.py`): what it loads before its first answer, and what the
+app's shared module leaves for later."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app"
+
+
+def _server_entry():
+    """app/main.py as `streamlit run` loads it (a module beside app/navigation.py)."""
+    if str(APP) not in sys.path:
+        sys.path.insert(0, str(APP))
+    spec = importlib.util.spec_from_file_location("hvit_app_main", APP / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_streamlit_run_serves_the_navigation_script_through_st_app() -> None:
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    # what `streamlit run app/main.py` looks for before it runs anything: an st.App named `app`
+    found = discover_asgi_app(APP / "main.py")
+    assert found.is_asgi_app and found.import_string == "main:app"
+    main = _server_entry()
+    assert isinstance(main.app, st.App)
+    assert main.app.script_path == APP / "navigation.py" and main.app.script_path.is_file()
+    assert main.app._user_lifespan is main.lifespan
+
+
+def test_the_lifespan_loads_the_model_the_first_page_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started before the first request: the default model is read once, and the first session gets a
+    copy of it from the server's cache instead of reading the file again."""
+    monkeypatch.setenv("HVIT_WARM_UP", "0")
+    main = _server_entry()
+    import common
+    from hvit import demo
+
+    common._shipped_original.clear()
+    reads: list[str] = []
+    real = demo.load_shipped_model
+
+    def counting(name: str) -> torch.nn.Module:
+        reads.append(name)
+        return real(name)
+
+    monkeypatch.setattr(demo, "load_shipped_model", counting)
+    threads_before = len(common._warm_threads)
+
+    async def start_and_stop() -> dict:
+        async with main.lifespan(main.app) as state:
+            assert reads == [demo.SHIPPED_MODELS[demo.SHIPPED]]  # loaded before the server answers
+            return state
+
+    state = asyncio.run(start_and_stop())
+    started = state["model_in_use"]
+    assert started.key == "shipped:hvit_classroom.safetensors" and not started.model.training
+    assert len(common._warm_threads) == threads_before  # HVIT_WARM_UP=0: no background work
+
+    at = AppTest.from_file(str(APP / "navigation.py"), default_timeout=90).run()
+    assert not at.exception
+    in_use = at.session_state["model_in_use"]
+    assert in_use.key == started.key  # the key the warm-up fills the caches under
+    assert reads == [demo.SHIPPED_MODELS[demo.SHIPPED]]  # no second read from disk
+    assert in_use.model is not started.model  # but a copy of its own (hooks set by one session stay there)
+    for (name, ours), theirs in zip(
+        in_use.model.state_dict().items(), started.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs), name
+
+
+def test_importing_the_app_leaves_torchvision_and_captum_for_later() -> None:
+    # A fresh interpreter, as the server starts: the pages import them on first use (seconds each).
+    code = (
+        "import sys; sys.path[:0] = ['app', '.']; import common, json; "
+        "print(json.dumps({m: m in sys.modules for m in ('torch', 'hvit.demo', 'torchvision', 'captum')}))"
+    )
+    env = {**os.environ, "HVIT_WARM_UP": "0", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == {"torch": True, "hvit.demo": True, "torchvision": False, "captum": False}
