@@ -35,7 +35,8 @@ async def lifespan(app: st.App) -> AsyncIterator[dict]:
 
     Yields:
         ``{"model_in_use": ...}``: the default model as the warm-up got it (Streamlit keeps it in
-        ``app.state``).
+        ``app.state``), or ``None`` when its file is missing (the server starts anyway, and the sidebar
+        says what is wrong).
     """
     if str(APP_DIR) not in sys.path:  # `streamlit run app/main.py` puts it there; uvicorn might not
         sys.path.insert(0, str(APP_DIR))
@@ -43,10 +44,16 @@ async def lifespan(app: st.App) -> AsyncIterator[dict]:
     start = time.perf_counter()
     import common
 
-    in_use = common.load_default_model()
-    print(f"hvit: ready in {time.perf_counter() - start:.1f} s ({in_use.key})", flush=True)
+    try:
+        in_use = common.load_default_model()
+    except FileNotFoundError as err:  # start anyway: the sidebar says the same and offers other models
+        print(f"hvit: the default model is unavailable, starting without it: {err}", flush=True)
+        in_use = None
+    loaded = "" if in_use is None else f" ({in_use.key})"
+    print(f"hvit: ready in {time.perf_counter() - start:.1f} s{loaded}", flush=True)
     common.import_in_background()
-    common.warm_up(in_use)
+    if in_use is not None:
+        common.warm_up(in_use)
     try:
         yield {"model_in_use": in_use}
     finally:

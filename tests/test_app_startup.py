@@ -83,6 +83,26 @@ def test_the_lifespan_loads_the_model_the_first_page_uses(monkeypatch: pytest.Mo
         assert torch.equal(ours, theirs), name
 
 
+def test_a_missing_default_model_does_not_stop_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HVIT_WARM_UP", "0")
+    main = _server_entry()
+    from hvit import demo
+
+    def missing(name: str) -> Path:
+        raise FileNotFoundError(f"shipped model {name!r} is missing")
+
+    monkeypatch.setattr(demo, "shipped_checkpoint", missing)
+
+    async def start_and_stop() -> dict:
+        async with main.lifespan(main.app) as state:
+            return state
+
+    assert asyncio.run(start_and_stop()) == {"model_in_use": None}
+    at = AppTest.from_file(str(APP / "navigation.py"), default_timeout=90).run()
+    assert not at.exception and "model_in_use" not in at.session_state
+    assert any("shipped model 'hvit_classroom' is missing" in e.value for e in at.error)
+
+
 def test_importing_the_app_leaves_torchvision_and_captum_for_later() -> None:
     # A fresh interpreter, as the server starts: the pages import them on first use (seconds each).
     code = (
