@@ -703,26 +703,19 @@ def stop_warm_up() -> None:
         thread.join(timeout=10)
 
 
-def _background_work() -> bool:
-    """Whether the server may work before it is asked (``HVIT_WARM_UP=0``: no)."""
-    return os.environ.get("HVIT_WARM_UP", "1") != "0"
-
-
-def import_in_background() -> threading.Thread | None:
+def import_in_background() -> threading.Thread:
     """Import, in a thread, the heavy modules the server starts without: the pages import them on
     first use (torchvision for every prediction's preprocessing, about 3 s; Captum for attributions).
 
     Called by ``app/main.py`` once the model is loaded, so the server answers without waiting for them
     and the first page that needs them finds them imported, or half-way. The thread keeps the normal
     priority, unlike the warm-up: a page that needs a module being imported waits for this thread.
-    Everything is then frozen, like this module's own imports (see `gc.freeze` above). Like the
-    warm-up, ``HVIT_WARM_UP=0`` turns it off.
+    Everything is then frozen, like this module's own imports (see `gc.freeze` above). ``HVIT_WARM_UP=0``
+    does not turn it off: the first prediction imports the same, and nothing is computed.
 
     Returns:
-        The started thread, or ``None`` when turned off.
+        The started thread.
     """
-    if not _background_work():
-        return None
 
     def _import() -> None:
         import captum.attr  # noqa: F401
@@ -749,7 +742,7 @@ def warm_up(in_use: ModelInUse) -> None:
     CPU priority with one torch thread, so a click that needs the CPU gets it first. Set
     ``HVIT_WARM_UP=0`` to turn it off.
     """
-    if not _background_work():
+    if os.environ.get("HVIT_WARM_UP", "1") == "0":
         return
     with _warm_lock:
         if in_use.key in _warmed:

@@ -59,17 +59,25 @@ def test_the_lifespan_loads_the_model_the_first_page_uses(monkeypatch: pytest.Mo
         return real(name)
 
     monkeypatch.setattr(demo, "load_shipped_model", counting)
+    # recorded, not run: they would import torchvision into, and stop the warm-up of, the test process
+    imports: list[bool] = []
+    stops: list[bool] = []
+    monkeypatch.setattr(common, "import_in_background", lambda: imports.append(True))
+    monkeypatch.setattr(common, "stop_warm_up", lambda: stops.append(True))
     threads_before = len(common._warm_threads)
 
     async def start_and_stop() -> dict:
         async with main.lifespan(main.app) as state:
             assert reads == [demo.SHIPPED_MODELS[demo.SHIPPED]]  # loaded before the server answers
+            assert imports == [True]  # torchvision and Captum: after the model, in the background
+            assert not stops
             return state
 
     state = asyncio.run(start_and_stop())
+    assert stops == [True]  # the server's shutdown stops the warm-up
     started = state["model_in_use"]
     assert started.key == "shipped:hvit_classroom.safetensors" and not started.model.training
-    assert len(common._warm_threads) == threads_before  # HVIT_WARM_UP=0: no background work
+    assert len(common._warm_threads) == threads_before  # HVIT_WARM_UP=0: no warm-up
 
     at = AppTest.from_file(str(APP / "navigation.py"), default_timeout=90).run()
     assert not at.exception
@@ -86,7 +94,11 @@ def test_the_lifespan_loads_the_model_the_first_page_uses(monkeypatch: pytest.Mo
 def test_a_missing_default_model_does_not_stop_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HVIT_WARM_UP", "0")
     main = _server_entry()
+    import common
     from hvit import demo
+
+    monkeypatch.setattr(common, "import_in_background", lambda: None)
+    monkeypatch.setattr(common, "stop_warm_up", lambda: None)
 
     def missing(name: str) -> Path:
         raise FileNotFoundError(f"shipped model {name!r} is missing")
@@ -103,15 +115,23 @@ def test_a_missing_default_model_does_not_stop_the_server(monkeypatch: pytest.Mo
     assert any("shipped model 'hvit_classroom' is missing" in e.value for e in at.error)
 
 
-def test_importing_the_app_leaves_torchvision_and_captum_for_later() -> None:
-    # A fresh interpreter, as the server starts: the pages import them on first use (seconds each).
+def test_the_server_start_leaves_torchvision_captum_and_dynamo_for_later() -> None:
+    # A fresh interpreter doing what the server does before its first answer; the pages import these
+    # on first use (seconds each; torch._dynamo was imported by the checkpoint's meta-device check).
     code = (
-        "import sys; sys.path[:0] = ['app', '.']; import common, json; "
-        "print(json.dumps({m: m in sys.modules for m in ('torch', 'hvit.demo', 'torchvision', 'captum')}))"
+        "import sys; sys.path[:0] = ['app', '.']; import common, json; common.load_default_model(); "
+        "print(json.dumps({m: m in sys.modules for m in "
+        "('torch', 'hvit.demo', 'torchvision', 'captum', 'torch._dynamo')}))"
     )
     env = {**os.environ, "HVIT_WARM_UP": "0", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert loaded == {"torch": True, "hvit.demo": True, "torchvision": False, "captum": False}
+    assert loaded == {
+        "torch": True,
+        "hvit.demo": True,
+        "torchvision": False,
+        "captum": False,
+        "torch._dynamo": False,
+    }
