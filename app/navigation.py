@@ -128,6 +128,8 @@ def main() -> None:
             "in the sidebar, or reload the page; the details are in the terminal running Streamlit.",
             icon=":material/error:",
         )
+    finally:
+        common.page_served()  # the server's background work may begin
 
 
 main()

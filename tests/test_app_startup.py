@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,34 @@ def test_the_lifespan_loads_the_model_the_first_page_uses(monkeypatch: pytest.Mo
         in_use.model.state_dict().items(), started.model.state_dict().values(), strict=True
     ):
         assert torch.equal(ours, theirs), name
+
+
+def test_background_work_waits_for_the_first_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first page is served before the imports and the warm-up begin (or after a timeout)."""
+    if str(APP) not in sys.path:
+        sys.path.insert(0, str(APP))
+    import common
+
+    events: list[str] = []
+
+    class Gate:  # stands in for the event: records the wait instead of blocking
+        def wait(self, timeout: float) -> bool:
+            events.append(f"wait {timeout}")
+            return False
+
+    monkeypatch.setattr(common, "_first_page_served", Gate())
+    common._after_first_page(lambda: events.append("work"))()
+    assert events == [f"wait {common.FIRST_PAGE_WAIT_S}", "work"]
+    monkeypatch.setattr(common, "_warm_stop", threading.Event())
+    common._warm_stop.set()  # the server is stopping: the work is not started
+    common._after_first_page(lambda: events.append("late work"))()
+    assert "late work" not in events
+
+    # every script run of the app says it has answered
+    served = threading.Event()
+    monkeypatch.setattr(common, "_first_page_served", served)
+    at = AppTest.from_file(str(APP / "navigation.py"), default_timeout=90).run()
+    assert not at.exception and served.is_set()
 
 
 def test_a_missing_default_model_does_not_stop_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
