@@ -31,7 +31,8 @@ async def lifespan(app: st.App) -> AsyncIterator[dict]:
 
     Start: import `common` (Streamlit, torch, hvit, plotly, pandas) and load the default shipped model
     into the server's cache (the first sessions copy it from there), then start the background imports
-    and the warm-up. Stop: let the warm-up finish its current step.
+    and the warm-up (they begin once the first page is served). Stop: let the warm-up finish its
+    current step.
 
     Yields:
         ``{"model_in_use": ...}``: the default model as the warm-up got it (Streamlit keeps it in
