@@ -13,11 +13,13 @@ done by `hvit`; this module decides where it is shown and keeps it per browser s
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import gc
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -36,10 +38,16 @@ import plotly.graph_objects  # noqa: F401 - every page draws with it: imported b
 import streamlit as st
 from PIL import Image
 
-import hvit
-from hvit import demo
-from hvit.demo.priority import lower_this_thread
-from hvit.explain import default_cam_stage
+# `streamlit run app/main.py` puts app/ on sys.path, not the repository root: this makes `import hvit`
+# work even without the editable install that the README's set-up command performs.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import hvit  # noqa: E402
+from hvit import demo  # noqa: E402
+from hvit.demo.priority import lower_this_thread  # noqa: E402
+from hvit.explain import default_cam_stage  # noqa: E402
 
 # Where the model in use comes from. The keys are stable (tests and other pages use them).
 SOURCES: dict[str, str] = {
@@ -90,7 +98,7 @@ class ModelInUse:
 
 
 def setup_page() -> None:
-    """Page settings shared by every page; call first, once per run (done by ``app/main.py``)."""
+    """Page settings shared by every page; call first, once per run (done by ``app/navigation.py``)."""
     st.set_page_config(
         page_title="hvit classroom",
         page_icon=str(PAGE_ICON),  # a local file: a Material or emoji icon is fetched from the internet
@@ -207,10 +215,10 @@ def model_sidebar() -> ModelInUse | None:
                 _fail(f"shipped:{name}", f"{err}")
             else:
                 _load(
-                    f"shipped:{path.name}",
+                    _shipped_key(path),
                     label.removesuffix(" (offline)"),
                     source,
-                    lambda: demo.load_shipped_model(name),
+                    lambda: shipped_model(name),
                     "Loading…",
                 )
         elif source == "trained":
@@ -288,6 +296,44 @@ def model_sidebar() -> ModelInUse | None:
             else:
                 st.error(error[1])
         return None
+
+
+def _shipped_key(path: Path) -> str:
+    return f"shipped:{path.name}"
+
+
+@st.cache_resource(show_spinner=False)
+def _shipped_original(name: str) -> hvit.HierarchialViT:
+    """A shipped model as read from disk, once per server; only ever copied (`shipped_model`)."""
+    return demo.load_shipped_model(name)
+
+
+def shipped_model(name: str) -> hvit.HierarchialViT:
+    """A session's own copy of a shipped model (a name of `hvit.demo.SHIPPED_MODELS`'s values).
+
+    The file is read once per server; each session gets a copy (milliseconds), because recording
+    attention or switching heads off sets state on the modules, which must never reach another
+    session's forward pass running at the same time.
+
+    Raises:
+        FileNotFoundError: no such shipped model, or its file is missing (the message says what to do).
+    """
+    return copy.deepcopy(_shipped_original(name))
+
+
+def load_default_model() -> ModelInUse:
+    """The model the sidebar starts with (the first shipped model), read into the server's cache.
+
+    ``app/main.py`` calls it before the server answers, so the first page finds the model loaded; the
+    result, with the key the sessions use for it, is what the warm-up starts from.
+
+    Raises:
+        FileNotFoundError: the shipped file is missing (the message says what to do).
+    """
+    name = demo.SHIPPED_MODELS[demo.SHIPPED]
+    return ModelInUse(
+        shipped_model(name), _shipped_key(demo.shipped_checkpoint(name)), demo.SHIPPED, "shipped"
+    )
 
 
 def _random_preset(name: str) -> hvit.HierarchialViT:
@@ -646,15 +692,67 @@ _warmed: set[str] = set()
 _warm_lock = threading.Lock()
 _warm_stop = threading.Event()
 _warm_threads: list[threading.Thread] = []
+# Background work begins once the server has answered its first page: that page is what someone is
+# waiting for, and work beside it holds the GIL part of the time (a first load of the home page took
+# 3.5-3.8 s with the imports or the warm-up running, 2.5 s without, on two cores with the browser).
+_first_page_served = threading.Event()
+FIRST_PAGE_WAIT_S = 10.0  # the most the background work waits for a first visitor
+
+
+def page_served() -> None:
+    """Called after every script run (``app/navigation.py``): from now on, work in the background."""
+    _first_page_served.set()
+
+
+def _after_first_page(work: Any) -> Any:
+    """``work`` wrapped to wait for `page_served` (or `FIRST_PAGE_WAIT_S`), unless the server stops."""
+
+    def run() -> None:
+        _first_page_served.wait(FIRST_PAGE_WAIT_S)
+        if not _warm_stop.is_set():
+            work()
+
+    return run
 
 
 @atexit.register
-def _stop_warm_up() -> None:
+def stop_warm_up() -> None:
     """At server exit, let a warm-up finish its current step instead of dying inside torch (which
-    aborts the process: "terminate called without an active exception")."""
+    aborts the process: "terminate called without an active exception"). Called by the server's
+    shutdown (``app/main.py``) and, for servers that do not run it, at interpreter exit."""
     _warm_stop.set()
+    _first_page_served.set()  # wakes the threads still waiting for it: they see the stop and end
     for thread in _warm_threads:
         thread.join(timeout=10)
+
+
+def import_in_background() -> threading.Thread:
+    """Import, in a thread, the heavy modules the server starts without: the pages import them on
+    first use (torchvision for every prediction's preprocessing, about 3 s; Captum for attributions).
+
+    Called by ``app/main.py`` once the model is loaded, so the server answers without waiting for them;
+    the thread starts once the first page is served (see `page_served`), and a page that needs them
+    finds them imported, or half-way. The thread keeps the normal
+    priority, unlike the warm-up: a page that needs a module being imported waits for this thread.
+    Everything is then frozen, like this module's own imports (see `gc.freeze` above). ``HVIT_WARM_UP=0``
+    does not turn it off: the first prediction imports the same, and nothing is computed.
+
+    Returns:
+        The started thread.
+    """
+
+    def _import() -> None:
+        import captum.attr  # noqa: F401
+        import torchvision.transforms.v2  # noqa: F401
+
+        import hvit.explain.figures  # noqa: F401
+        import hvit.explain.views  # noqa: F401
+
+        gc.freeze()
+
+    thread = threading.Thread(target=_after_first_page(_import), name="hvit-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def warm_up(in_use: ModelInUse) -> None:
@@ -664,9 +762,9 @@ def warm_up(in_use: ModelInUse) -> None:
     and a click on "another sample" should find its maps ready. Once per model key per server, the
     thread fills the same caches the pages read (same functions, same arguments), sample by sample in
     the order the picker lists them: prediction, attention views, rollout, head statistics, the
-    attention page's default attributions and the lesson's randomisation check. It runs at the lowest
-    CPU priority with one torch thread, so a click that needs the CPU gets it first. Set
-    ``HVIT_WARM_UP=0`` to turn it off.
+    attention page's default attributions and the lesson's randomisation check. It starts once the
+    server has answered its first page (`page_served`) and runs at the lowest CPU priority with one
+    torch thread, so a click that needs the CPU gets it first. Set ``HVIT_WARM_UP=0`` to turn it off.
     """
     if os.environ.get("HVIT_WARM_UP", "1") == "0":
         return
@@ -674,7 +772,11 @@ def warm_up(in_use: ModelInUse) -> None:
         if in_use.key in _warmed:
             return
         _warmed.add(in_use.key)
-    thread = threading.Thread(target=_warm, args=(in_use,), name=f"hvit-warm-up {in_use.key}", daemon=True)
+    # The thread works on its own copy, as every session does (see `shipped_model`).
+    own = dataclasses.replace(in_use, model=copy.deepcopy(in_use.model))
+    thread = threading.Thread(
+        target=_after_first_page(lambda: _warm(own)), name=f"hvit-warm-up {in_use.key}", daemon=True
+    )
     _warm_threads.append(thread)
     thread.start()
 

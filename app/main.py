@@ -4,136 +4,61 @@ Run from the repository root, offline:
 
     streamlit run app/main.py
 
-This file is the entry point: the home page, the model chooser in the sidebar (shared by every page of
-a browser tab) and the navigation to the pages in the top-level ``pages/`` folder.
+This file starts the server. `streamlit run` finds the `st.App` below and serves its script,
+``app/navigation.py`` (the home page, the model chooser in the sidebar and the navigation to the pages
+in ``pages/``). Before the server answers anyone, `lifespan` imports what every page needs and loads
+the default model, so the first student to open the app does not wait for it; then the rest of the
+imports and the warm-up (``app/common.py``) run in the background while the class reads.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import streamlit as st
+
 APP_DIR = Path(__file__).resolve().parent
-ROOT = APP_DIR.parent
-# `streamlit run app/main.py` puts app/ on sys.path; the repository root makes `import hvit` work even
-# without the editable install that the README's set-up command performs.
-for path in (str(APP_DIR), str(ROOT)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import streamlit as st  # noqa: E402
-
-import common  # noqa: E402
-from hvit import demo  # noqa: E402
-
-logger = logging.getLogger("hvit.app")
-
-PAGES = [
-    # file, title, icon, url path, what it teaches
-    (
-        "1_architecture.py",
-        "Architecture explorer",
-        ":material/account_tree:",
-        "architecture",
-        "Set image size, patch size and every stage's width, heads, MLP ratio, depth and spatial-reduction "
-        "ratio, and watch the token pyramid, the cost table and the attention cost curves change. "
-        "Teaches why a pyramid with spatial-reduction attention (SRA) is affordable at high resolution.",
-    ),
-    (
-        "2_training.py",
-        "Live training",
-        ":material/model_training:",
-        "training",
-        "Train a small model on the shapes data set (or MNIST / CIFAR-10 when online, or your own zip) "
-        "and watch loss, accuracy and an attention snapshot evolve epoch by epoch. Teaches what learning "
-        "does to attention.",
-    ),
-    (
-        "3_attention.py",
-        "Attention and attributions",
-        ":material/visibility:",
-        "attention",
-        "Pick a stage, block, head and query position and see where it looks, compare heads, follow "
-        "attention through the stages (rollout) and compare Captum attributions with a ground-truth mask. "
-        "Teaches how to read these maps and how to test them.",
-    ),
-    (
-        "4_classroom.py",
-        "Classroom walkthrough",
-        ":material/school:",
-        "classroom",
-        "A guided lesson in six steps, from patches to the class decision, each with a formula and a live "
-        "figure. The step is kept in the address bar, so a link reopens the same view.",
-    ),
-]
+NAVIGATION = APP_DIR / "navigation.py"
 
 
-def home() -> None:
-    """The home page: what the app is, what each page teaches, which model is loaded."""
-    st.title("How a hierarchical vision transformer sees")
-    st.markdown(
-        "A **pyramid vision transformer** (PVT) cuts an image into patches, turns each patch into a *token*, "
-        "and lets tokens exchange information through **attention**. Unlike the original ViT it works on a "
-        "*pyramid* of ever coarser token grids, like a CNN, and its attention compares each query token "
-        "with a **reduced key grid**, which keeps the cost manageable. This app lets you take the model "
-        "apart, train it, and look inside it, all on this computer, without internet."
-    )
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.subheader("The pages")
-        for file, title, icon, _, teaches in PAGES:
-            with st.container(border=True):
-                st.page_link(str(ROOT / "pages" / file), label=f"**{title}**", icon=icon)
-                st.caption(teaches)
-    with right:
-        st.subheader("Model in use")
-        in_use = common.model_in_use()
-        with st.container(border=True):
-            if in_use is None:
-                st.info("No model is loaded: choose one in the sidebar (the shipped models work offline).")
-            else:
-                st.markdown(f"**{common.SOURCES[in_use.source]}**")
-                st.caption(in_use.label)
-                cfg = in_use.model.config
-                cols = st.columns(3)
-                cols[0].metric("Input", f"{in_use.model.preprocessing.img_size} px")
-                cols[1].metric("Stages", cfg.num_stages)
-                cols[2].metric("Classes", len(in_use.class_names))
-                st.caption(demo.model_domain(in_use.model).summary())
-        st.caption(
-            "Change the model in the sidebar: every page uses it. A model you train on the training page "
-            "stays in this browser tab only."
-        )
-        st.subheader("In class")
-        st.markdown(
-            "1. Start with the **Classroom walkthrough**, one step per idea.\n"
-            "2. Open the **Architecture explorer** when someone asks *why does this cost so much?*\n"
-            "3. Train for a minute on the **Live training** page, then *use this model* everywhere.\n"
-            "4. Finish on **Attention and attributions**: which explanations can we trust?"
-        )
+@asynccontextmanager
+async def lifespan(app: st.App) -> AsyncIterator[dict]:
+    """What the server does once, before its first answer and after its last one.
 
+    Start: import `common` (Streamlit, torch, hvit, plotly, pandas) and load the default shipped model
+    into the server's cache (the first sessions copy it from there), then start the background imports
+    and the warm-up (they begin once the first page is served). Stop: let the warm-up finish its
+    current step.
 
-def main() -> None:
-    common.setup_page()
-    pages = [st.Page(home, title="Home", icon=":material/home:", url_path="home", default=True)]
-    pages += [
-        st.Page(str(ROOT / "pages" / file), title=title, icon=icon, url_path=url)
-        for file, title, icon, url, _ in PAGES
-    ]
-    navigation = st.navigation(pages, position="sidebar")
-    in_use = common.model_sidebar()
-    if in_use is not None and in_use.source == "shipped":
-        common.warm_up(in_use)  # the class's next clicks, computed while it reads this page
+    Yields:
+        ``{"model_in_use": ...}``: the default model as the warm-up got it (Streamlit keeps it in
+        ``app.state``), or ``None`` when its file is missing (the server starts anyway, and the sidebar
+        says what is wrong).
+    """
+    if str(APP_DIR) not in sys.path:  # `streamlit run app/main.py` puts it there; uvicorn might not
+        sys.path.insert(0, str(APP_DIR))
+    print("hvit: loading torch, hvit and the classroom model before the first page…", flush=True)
+    start = time.perf_counter()
+    import common
+
     try:
-        navigation.run()
-    except Exception as err:  # the safety net: a message and a next step, never a traceback on the page
-        logger.exception("page %s failed", navigation.title)
-        st.error(
-            f"This page hit an unexpected problem ({type(err).__name__}: {err}). Try another model or image "
-            "in the sidebar, or reload the page; the details are in the terminal running Streamlit.",
-            icon=":material/error:",
-        )
+        in_use = common.load_default_model()
+    except FileNotFoundError as err:  # start anyway: the sidebar says the same and offers other models
+        print(f"hvit: the default model is unavailable, starting without it: {err}", flush=True)
+        in_use = None
+    loaded = "" if in_use is None else f" ({in_use.key})"
+    print(f"hvit: ready in {time.perf_counter() - start:.1f} s{loaded}", flush=True)
+    common.import_in_background()
+    if in_use is not None:
+        common.warm_up(in_use)
+    try:
+        yield {"model_in_use": in_use}
+    finally:
+        common.stop_warm_up()
 
 
-main()
+app = st.App(NAVIGATION, lifespan=lifespan)

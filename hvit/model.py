@@ -241,12 +241,16 @@ class HierarchialViT(nn.Module):
         self.norm = nn.Identity() if cfg.stage_norm else nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-        for stage in self.stages:
-            if stage.pos_embed is not None:
-                nn.init.trunc_normal_(stage.pos_embed, std=0.02)
-            if stage.cls_token is not None:
-                nn.init.trunc_normal_(stage.cls_token, std=0.02)
+        # A skeleton on the meta device (`state_shapes`) has no values to draw, and the meta kernels
+        # of the random fills import torch._dynamo on first use: seconds of every fresh process's
+        # first checkpoint load, for nothing.
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self._init_weights)
+            for stage in self.stages:
+                if stage.pos_embed is not None:
+                    nn.init.trunc_normal_(stage.pos_embed, std=0.02)
+                if stage.cls_token is not None:
+                    nn.init.trunc_normal_(stage.cls_token, std=0.02)
 
     @classmethod
     def from_config(cls, config: HViTConfig, preprocessing: Preprocessing | None = None) -> HierarchialViT:

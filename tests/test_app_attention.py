@@ -9,12 +9,12 @@ from streamlit.testing.v1 import AppTest
 
 from hvit import demo
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+NAVIGATION = str(Path(__file__).resolve().parents[1] / "app" / "navigation.py")
 PAGE = "../pages/3_attention.py"
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    at = AppTest.from_file(NAVIGATION, default_timeout=120).run()
     return at.switch_page(PAGE).run()
 
 
@@ -71,7 +71,7 @@ def test_shapes_image_gets_scores_and_checks() -> None:
 
 
 def test_multi_scale_model_and_other_methods() -> None:
-    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    at = AppTest.from_file(NAVIGATION, default_timeout=120).run()
     at.radio(key="model_source").set_value("preset").run()
     at.selectbox(key="model_preset").select("hvit_nano_ms").run()
     at.switch_page(PAGE).run()

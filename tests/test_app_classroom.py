@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+NAVIGATION = str(Path(__file__).resolve().parents[1] / "app" / "navigation.py")
 PAGE = "../pages/4_classroom.py"
 HEADINGS = [
     "1 · Patches and tokens",
@@ -20,7 +20,7 @@ HEADINGS = [
 
 
 def _page(**query: str) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    at = AppTest.from_file(NAVIGATION, default_timeout=120).run()
     at.switch_page(PAGE)
     for key, value in query.items():
         at.query_params[key] = value

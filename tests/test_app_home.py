@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+NAVIGATION = str(Path(__file__).resolve().parents[1] / "app" / "navigation.py")
 
 
 def _app() -> AppTest:
-    return AppTest.from_file(MAIN, default_timeout=90)
+    return AppTest.from_file(NAVIGATION, default_timeout=90)
 
 
 def _problems(at: AppTest) -> list[str]:
@@ -87,7 +87,7 @@ def test_imagenet_offline_is_an_error_message_not_a_traceback(monkeypatch: pytes
 def test_a_file_that_is_not_a_checkpoint_is_refused_in_words() -> None:
     import sys
 
-    sys.path.insert(0, str(Path(MAIN).parent))
+    sys.path.insert(0, str(Path(NAVIGATION).parent))
     import common
 
     with pytest.raises(ValueError, match="is not an hvit checkpoint"):
@@ -98,7 +98,7 @@ def test_the_warm_up_fills_the_caches_the_pages_read(monkeypatch: pytest.MonkeyP
     """What the warm-up computes is found by the pages: same functions, same cache keys."""
     import sys
 
-    sys.path.insert(0, str(Path(MAIN).parent))
+    sys.path.insert(0, str(Path(NAVIGATION).parent))
     import torch
 
     import common

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+NAVIGATION = str(Path(__file__).resolve().parents[1] / "app" / "navigation.py")
 PAGE = "../pages/2_training.py"
 
 
 def _page() -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=90).run()
+    at = AppTest.from_file(NAVIGATION, default_timeout=90).run()
     return at.switch_page(PAGE).run()
 
 

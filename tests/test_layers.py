@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hvit
-from hvit.layers import DepthwiseConv2d, PatchEmbed
+from hvit.layers import DepthwiseConv2d, DropPath, PatchEmbed
 
 
 def _pair(channels: int) -> tuple[DepthwiseConv2d, nn.Conv2d]:
@@ -98,3 +98,34 @@ def test_conv_stem_model_computes_the_same_function_in_train_and_eval_mode():
     torch.testing.assert_close(trained, evaluated)
     torch.testing.assert_close(alone, evaluated[:1], atol=1e-5, rtol=1e-5)
     assert model.config.stem_channels == 16 and model.patch_embed.stem is not None
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("shape", [(8, 5, 4), (16, 3, 4, 4), (6,)])
+def test_drop_path_equals_torchvision_stochastic_depth(p, shape):
+    # Our drop path stands in for torchvision's row-mode stochastic depth: the same draws from the same
+    # torch random state, the same kept samples, the same 1/(1-p) scale.
+    from torchvision.ops import stochastic_depth
+
+    x = torch.randn(*shape)
+    torch.manual_seed(7)
+    ours = DropPath(p).train()(x)
+    torch.manual_seed(7)
+    want = stochastic_depth(x, p, "row", training=True)
+    torch.testing.assert_close(ours, want, rtol=0, atol=0)
+    if 0.0 < p < 1.0 and shape[0] >= 8:  # whole samples dropped or kept: the test is not vacuous
+        kept = (ours.flatten(1) != 0).all(1)
+        assert 0 < int(kept.sum()) < shape[0]
+        torch.testing.assert_close(ours[kept], x[kept] / (1 - p))
+
+
+def test_drop_path_is_the_identity_in_eval_and_keeps_the_state_dict_keys():
+    x = torch.randn(4, 9, 8)
+    assert DropPath(0.5).eval()(x) is x
+    assert DropPath(0.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"drop path probability must be in \[0, 1\], got 1.5"):
+        DropPath(1.5)
+    # no parameters or buffers: a model with stochastic depth has the state dict of one without it
+    with_dp = hvit.create_model("hvit_nano", drop_path_rate=0.3)
+    assert any(isinstance(m, DropPath) for m in with_dp.modules())
+    assert list(with_dp.state_dict()) == list(hvit.create_model("hvit_nano").state_dict())

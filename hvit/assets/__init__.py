@@ -95,7 +95,7 @@ def sample_images(group: str | None = None) -> list[Path]:
     Raises:
         ValueError: ``group`` is not one of `SAMPLE_GROUPS`.
     """
-    from hvit.data.dataset import IMG_EXTENSIONS  # the suffixes HViTDataset reads
+    from hvit.data.images import IMG_EXTENSIONS  # the suffixes HViTDataset reads
 
     if group is not None and group not in SAMPLE_GROUPS:
         raise ValueError(f"unknown sample group {group!r}; use one of {', '.join(SAMPLE_GROUPS)}")

@@ -1,6 +1,6 @@
 """Render time of every page of the classroom app with the default (shipped) model.
 
-    python -m hvit.bench app [--repeats 5] [--app app/main.py]
+    python -m hvit.bench app [--repeats 5] [--app app/navigation.py]
 
 Each page is run through Streamlit's ``AppTest`` (the same script run a browser triggers, without the
 network and the drawing): once to warm up (imports, model loading, first computations), then
@@ -8,8 +8,8 @@ network and the drawing): once to warm up (imports, model loading, first computa
 "click": moving the query to a new position (a new, uncached query) and switching the head. Target:
 every page under 2 s, the attention maps under 1 s after a click.
 
-The app's files live in the repository, not in the package: run it from a clone's root, or name
-``app/main.py`` with ``--app``.
+The app's files live in the repository, not in the package: run it from a clone's root, or name its
+script, ``app/navigation.py`` (what ``app/main.py`` serves), with ``--app``.
 """
 
 from __future__ import annotations
@@ -47,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hvit.bench app", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per page (median reported)")
     parser.add_argument(
-        "--app", default="app/main.py", help="the app's main.py (default: from the current folder)"
+        "--app",
+        default="app/navigation.py",
+        help="the app's script, served by app/main.py (default: from the current folder)",
     )
     args = parser.parse_args(argv)
-    main_py = Path(args.app).resolve()  # AppTest resolves a relative path against its caller, not the cwd
-    if not main_py.is_file():
+    script = Path(args.app).resolve()  # AppTest resolves a relative path against its caller, not the cwd
+    if not script.is_file():
         parser.error(
-            f"no Streamlit app at {main_py.resolve()}; run this from the root of an hvit clone "
-            "or pass --app path/to/app/main.py"
+            f"no Streamlit app at {script}; run this from the root of an hvit clone "
+            "or pass --app path/to/app/navigation.py"
         )
 
     from streamlit.testing.v1 import AppTest
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, float, float, float]] = []
     for name, page in PAGES.items():
-        at = AppTest.from_file(str(main_py), default_timeout=300)
+        at = AppTest.from_file(str(script), default_timeout=300)
         if page is not None:
             at.run()  # the home page loads the model in use into the new session
             at.switch_page(page)

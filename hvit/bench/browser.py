@@ -5,8 +5,10 @@
 Starts ``streamlit run app/main.py`` on a free loopback port and drives Debian's Chromium (headless,
 through Playwright with ``executable_path``) through a scripted lesson:
 
-- every page's first load, each in a new browser session (the first one also pays for the server's
-  imports and the model load);
+- the server's start: from ``streamlit run`` to its health check answering (the app imports torch and
+  hvit and loads the model before it answers anyone);
+- every page's first load, each in a new browser session (the first ones also wait for what the app
+  imports in the background: torchvision, Captum);
 - the attention page: another sample, a click on the image, another stage, another head, one
   attribution (another class explained);
 - every step of the classroom walkthrough (Next, five times);
@@ -430,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores)"
     )
+    start = time.perf_counter()
     with app_server() as url:
+        print(f"server: answering {time.perf_counter() - start:.2f} s after `streamlit run`", flush=True)
         steps = asyncio.run(
             run_lesson(
                 url,

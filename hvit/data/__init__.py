@@ -10,55 +10,56 @@
 - `load_dataset`: one entry point for all of them.
 """
 
-from hvit.data.classic import CLASSIC_DATASETS, default_data_dir, load_classic
-from hvit.data.dataset import HViTDataset
-from hvit.data.domains import infer_domain
-from hvit.data.images import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_SIDE,
-    IMG_EXTENSIONS,
-    ImageReadError,
-    load_image,
-)
-from hvit.data.load import BUILTIN_DATASETS, SHAPES_SIZES, dataset_stats, load_dataset
-from hvit.data.shapes import (
-    SHAPE_CLASSES,
-    SHAPE_SCENES,
-    SHAPES_MEAN,
-    SHAPES_STD,
-    ShapesDataset,
-    make_shapes,
-    render_shape,
-    write_shapes,
-)
-from hvit.data.transforms import AUGMENTATIONS, build_transforms, estimate_mean_std
+from __future__ import annotations
 
-__all__ = [
-    "AUGMENTATIONS",
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_SIDE",
-    "BUILTIN_DATASETS",
-    "CLASSIC_DATASETS",
-    "IMG_EXTENSIONS",
-    "SHAPES_MEAN",
-    "SHAPES_SIZES",
-    "SHAPES_STD",
-    "SHAPE_CLASSES",
-    "SHAPE_SCENES",
-    "HViTDataset",
-    "infer_domain",
-    "ImageReadError",
-    "ShapesDataset",
-    "build_transforms",
-    "dataset_stats",
-    "default_data_dir",
-    "estimate_mean_std",
-    "load_classic",
-    "load_dataset",
-    "load_image",
-    "make_shapes",
-    "render_shape",
-    "write_shapes",
-]
+import importlib
+import importlib.util
+from typing import Any
+
+# public name -> module that defines it. Imported on first use: the data-set modules import torchvision,
+# whose first import takes seconds, and the apps read single images long before they load a data set.
+_LAZY: dict[str, str] = {
+    "CLASSIC_DATASETS": "hvit.data.classic",
+    "default_data_dir": "hvit.data.classic",
+    "load_classic": "hvit.data.classic",
+    "HViTDataset": "hvit.data.dataset",
+    "infer_domain": "hvit.data.domains",
+    "DEFAULT_MAX_BYTES": "hvit.data.images",
+    "DEFAULT_MAX_PIXELS": "hvit.data.images",
+    "DEFAULT_MAX_SIDE": "hvit.data.images",
+    "IMG_EXTENSIONS": "hvit.data.images",
+    "ImageReadError": "hvit.data.images",
+    "load_image": "hvit.data.images",
+    "BUILTIN_DATASETS": "hvit.data.load",
+    "SHAPES_SIZES": "hvit.data.load",
+    "dataset_stats": "hvit.data.load",
+    "load_dataset": "hvit.data.load",
+    "SHAPE_CLASSES": "hvit.data.shapes",
+    "SHAPE_SCENES": "hvit.data.shapes",
+    "SHAPES_MEAN": "hvit.data.shapes",
+    "SHAPES_STD": "hvit.data.shapes",
+    "ShapesDataset": "hvit.data.shapes",
+    "make_shapes": "hvit.data.shapes",
+    "render_shape": "hvit.data.shapes",
+    "write_shapes": "hvit.data.shapes",
+    "AUGMENTATIONS": "hvit.data.transforms",
+    "build_transforms": "hvit.data.transforms",
+    "estimate_mean_std": "hvit.data.transforms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        if importlib.util.find_spec(f"hvit.data.{name}") is not None:  # a submodule, e.g. hvit.data.shapes
+            return importlib.import_module(f"hvit.data.{name}")
+        raise AttributeError(f"module 'hvit.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -45,7 +45,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -390,6 +389,10 @@ class ShapesDataset(Dataset):
         return self.images[index], int(self.labels[index]), self.masks[index]
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
+        # Imported here, not with the module: drawing a shape (the apps, `render_shape`) should not pay
+        # for torchvision's first import (seconds); after it, this is a dictionary look-up.
+        from torchvision import tv_tensors
+
         image, label, mask = self.sample(index)
         image = tv_tensors.Image(image)
         if not self.return_mask:

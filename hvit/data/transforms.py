@@ -9,12 +9,18 @@ Training adds a little `torchvision.transforms.v2` augmentation; v2 transforms a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode, v2
 
 from hvit.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+# torchvision is imported inside the functions: its first import takes seconds (it pulls in
+# torch._dynamo), and importing hvit, or an app, should not pay for it before a transform is built.
 
 __all__ = ["AUGMENTATIONS", "build_transforms", "estimate_mean_std"]
 
@@ -28,6 +34,8 @@ AUGMENTATIONS = ("none", "light", "strong")
 
 
 def _base(preprocessing: Preprocessing) -> list[v2.Transform]:
+    from torchvision.transforms import InterpolationMode, v2
+
     channels = len(preprocessing.mean)
     if channels not in (1, 3):
         raise ValueError(
@@ -55,6 +63,8 @@ def build_transforms(preprocessing: Preprocessing, train: bool = False, augment:
         normalised, with S = ``preprocessing.img_size`` and C' = ``len(preprocessing.mean)``. Called as
         ``t(image, mask)`` it also returns the mask, moved by the same geometric augmentation.
     """
+    from torchvision.transforms import v2
+
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     steps = _base(preprocessing)
@@ -93,6 +103,8 @@ def estimate_mean_std(
         ``(mean, std)``, one value per channel; std is never below 1e-3 (a blank data set would
         otherwise divide by zero).
     """
+    from torchvision.transforms import v2
+
     to_unit = v2.Compose(
         _base(Preprocessing(img_size=img_size, mean=(0.0,) * channels, std=(1.0,) * channels))
         + [v2.ToDtype(torch.float32, scale=True)]

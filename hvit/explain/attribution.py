@@ -40,15 +40,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from captum.attr import (
-    GradientShap,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
-)
 from torch import nn
 
 from hvit.config import HViTConfig
@@ -242,6 +233,8 @@ def _grad_cam(
         )
         warnings.warn(note, stacklevel=3)
         return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1]), note
+    from captum.attr import LayerGradCam
+
     cam = LayerGradCam(model, model.stages[s].feature_map)
     layer_map = cam.attribute(x, target=target, relu_attributions=True)  # (B, 1, h, w)
     up = F.interpolate(layer_map, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, 1, H, W)
@@ -270,6 +263,17 @@ def compute_attribution(
     Returns:
         `Attribution` with ``map`` (B, H, W) aligned with the model input.
     """
+    # Captum is imported here, not with the module: its first import takes a second, and the apps
+    # import this module (`default_cam_stage`, `AttributionSettings`) long before anyone asks for a map.
+    from captum.attr import (
+        GradientShap,
+        InputXGradient,
+        IntegratedGradients,
+        NoiseTunnel,
+        Occlusion,
+        Saliency,
+    )
+
     method = canonical_method(method)
     cfg = settings or AttributionSettings()
     x = prepare_images(model, images)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from hvit.explain._inputs import eval_mode
@@ -98,6 +97,8 @@ def blur_baseline(x: torch.Tensor) -> torch.Tensor:
     side = min(x.shape[-2:])
     sigma = max(1.0, side / 8)
     kernel = min(2 * math.ceil(2 * sigma) + 1, 2 * ((side - 1) // 2) + 1)  # odd, and padding fits the image
+    import torchvision.transforms.v2.functional as TF  # here: its first import takes seconds
+
     return TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from hvit.config import SRRatio
 from hvit.layers.attention import MultiScaleAttention
+from hvit.layers.drop_path import DropPath
 from hvit.layers.mlp import Mlp
 
 
@@ -57,7 +57,7 @@ class Block(nn.Module):
             proj_drop=drop,
         )
         # Row-wise stochastic depth drops the whole residual branch for some samples of a batch.
-        self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dwconv=mlp_dwconv, extra_relu=linear_sra, drop=drop)
 
