@@ -11,9 +11,7 @@ fast and the apps only pay for Captum, timm or Plotly when they use them.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from hvit._lazy import lazy_module
 
 __version__ = "0.1.0"
 
@@ -67,16 +65,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        if importlib.util.find_spec(f"hvit.{name}") is not None:  # a submodule, e.g. hvit.registry
-            return importlib.import_module(f"hvit.{name}")
-        raise AttributeError(f"module 'hvit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_module("hvit", _EXPORTS, globals())

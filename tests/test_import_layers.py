@@ -4,7 +4,8 @@ The graph is read from the source (ast), with every import: module level, inside
 ``if TYPE_CHECKING:`` (a type-only import is still a dependency a reader has to follow). Layers, from
 the bottom up, as drawn in the README's "Where things are" table:
 
-1. core model: config, layers, model, complexity, registry, interchange, preprocessing;
+1. core model: config, layers, model, complexity, registry, interchange, preprocessing (and `_lazy`,
+   the first-use imports of the packages' public names);
 2. data, training, explanations, shipped assets, command-line checks;
 3. demo: what the two apps share, and the benchmarks (they time the apps' figures and pages too);
 4. the apps (``app/``, ``pages/``), outside the package.
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hvit"
-CORE = ("config", "layers", "model", "complexity", "registry", "interchange", "preprocessing")
+CORE = ("config", "layers", "model", "complexity", "registry", "interchange", "preprocessing", "_lazy")
 MIDDLE = ("data", "train", "metrics", "explain", "assets", "command_line")
 DEMO = ("demo", "bench")
 

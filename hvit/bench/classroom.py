@@ -7,7 +7,8 @@ Starts the app once (loopback only) and, for each K in ``--k``, opens K concurre
 walkthrough and clicks Next through its six steps. Students behave like a class, not like a stress
 tool: they arrive ``--arrive-s`` apart (the teacher reads out the address) and read each step before
 clicking Next (``--think-s`` on average, drawn from 0.5x to 1.5x of it with a fixed seed, so every run
-clicks at the same moments). At the same time four more tabs use the training page:
+clicks at the same moments). At the same time four more sessions (each a browser window of its own) use
+the training page:
 
 - the first starts a long run (the page's default settings) and closes its tab once the others have
   joined the queue: its run must stop, and the next run must start within seconds;
@@ -196,8 +197,8 @@ async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: AN
 async def _trainers(
     contexts: list, base: str, r: Round, quiet_s: float, timeout_s: float, run_timeout_s: float
 ) -> None:
-    """The long run whose tab closes (``contexts[0]``), then three tiny runs in ``contexts[1:4]`` (each a
-    tab of its own next to a student's lesson) that must finish in order."""
+    """The long run whose tab closes (``contexts[0]``), then three tiny runs in ``contexts[1:4]`` (each in
+    a browser window of its own) that must finish in order."""
     long_page = await _open_training(contexts[0], base, quiet_s, timeout_s)
     await long_page.get_by_role("button", name="Start").click()
     await long_page.get_by_role("button", name="Stop").wait_for(timeout=timeout_s * 1000)  # it holds the slot
@@ -246,8 +247,11 @@ async def run_round(
     """
     r = Round(k, answer_limit_s=timeout_s)
     timeout_s = max(timeout_s, draw_timeout_s)  # every wait below: pages, buttons, the queue's texts
-    contexts = []  # [the long run's own], then one per student (at least three: the tiny trainers')
-    for _ in range(1 + max(k, 3)):
+    # Four training tabs, then one context per student. Each tab its own context (its own browser
+    # window): two tabs of one window would hide each other, and a hidden tab draws nothing, so neither
+    # would settle while the other is in front.
+    contexts = []
+    for _ in range(4 + k):
         context = await browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(timeout_s * 1000)
         await context.add_init_script(OBSERVER_JS)
@@ -259,7 +263,7 @@ async def run_round(
         except Exception as err:  # reported as the round's failure
             r.training_errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
 
-    students = [_student(contexts[i], base, i, r, quiet_s, timeout_s, pace) for i in range(1, k + 1)]
+    students = [_student(contexts[3 + i], base, i, r, quiet_s, timeout_s, pace) for i in range(1, k + 1)]
     await asyncio.gather(trainers(), *students)
     for context in contexts:
         await context.close()

@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from hvit._lazy import lazy_module
 
 # public name -> module that defines it. Imported on first use: the data-set modules import torchvision,
 # whose first import takes seconds, and the apps read single images long before they load a data set.
@@ -50,16 +48,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        if importlib.util.find_spec(f"hvit.data.{name}") is not None:  # a submodule, e.g. hvit.data.shapes
-            return importlib.import_module(f"hvit.data.{name}")
-        raise AttributeError(f"module 'hvit.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_module("hvit.data", _LAZY, globals())
