@@ -93,6 +93,15 @@ STATE_JS = """() => ({
     now: performance.now(),
 })"""
 BEFORE_JS = "() => [performance.now(), window.__hvit.runs]"
+WHY_JS = """() => ({
+    script: (document.querySelector('[data-testid="stApp"]') || {getAttribute: () => 'no app'})
+        .getAttribute('data-test-script-state'),
+    runs: window.__hvit ? window.__hvit.runs : 0,
+    quiet_ms: window.__hvit ? performance.now() - window.__hvit.last : 0,
+    stale: document.querySelectorAll('[data-stale="true"]').length,
+    status: !!document.querySelector('[data-testid="stStatusWidget"]'),
+    title: !!document.querySelector('[data-testid="stMain"] h1'),
+})"""
 
 
 @dataclass
@@ -248,8 +257,25 @@ async def settle_times(
             settled = max(0.0, (state["last"] - t0_ms) / 1000)
             return settled, min(answered, settled) if not math.isnan(answered) else settled
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the page did not settle within {timeout_s:.0f} s")
+            raise TimeoutError(
+                f"the page did not settle within {timeout_s:.0f} s ({await _why(page, since)})"
+            )
         await asyncio.sleep(0.05)
+
+
+async def _why(page, since: int) -> str:  # noqa: ANN001
+    """What kept a page from settling, in a few words (and a screenshot of it in the temp folder)."""
+    shot = Path(tempfile.mkstemp(prefix="hvit-unsettled-", suffix=".png")[1])
+    try:
+        await page.screenshot(path=str(shot))
+    except Exception:  # a screenshot is a bonus; the words below are the report
+        shot = None
+    state = await page.evaluate(WHY_JS)
+    return (
+        f"script {state['script']}, runs {state['runs']} (before the action {since}), last change "
+        f"{state['quiet_ms'] / 1000:.1f} s ago, stale {state['stale']}, status widget {state['status']}, "
+        f"title {state['title']}" + (f"; screenshot {shot}" if shot else "")
+    )
 
 
 async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001
@@ -284,7 +310,7 @@ async def timed(
         if shown:
             error = shown[0]
     except Exception as err:  # a failed step is a row with its reason, and the lesson goes on
-        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:400]}"
     return Step(name, action, seconds, os.getloadavg()[0], error, answered)
 
 
@@ -299,7 +325,7 @@ async def first_load(context, base: str, name: str, quiet_s: float, timeout_s: f
         shown = await problems(page)
         error = shown[0] if shown else None
     except Exception as err:
-        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:400]}"
     return page, Step(name, "first load", seconds, os.getloadavg()[0], error, answered)
 
 

@@ -261,7 +261,7 @@ async def run_round(
         try:
             await _trainers(contexts, base, r, quiet_s, timeout_s, run_timeout_s)
         except Exception as err:  # reported as the round's failure
-            r.training_errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            r.training_errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:400]}")
 
     students = [_student(contexts[3 + i], base, i, r, quiet_s, timeout_s, pace) for i in range(1, k + 1)]
     await asyncio.gather(trainers(), *students)
