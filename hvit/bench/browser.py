@@ -61,17 +61,25 @@ PAGES |= {"attention": "/attention", "classroom": "/classroom?step=1"}
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 # Installed before any page script. It counts the script runs the page has seen (the app root's
-# ``data-test-script-state`` leaving "notRunning": a rerun was requested or runs, fragments included;
+# ``data-test-script-state`` leaving "notRunning", or seen leaving a running state in a batch of
+# records: a rerun was requested or runs, fragments included;
 # Streamlit's running indicator is hidden by ``toolbarMode = "minimal"``) and remembers when the app's
 # content (the main area or the sidebar) last changed (performance.now(), ms since the navigation).
 OBSERVER_JS = """(() => {
-    window.__hvit = {runs: 0, running: false, last: performance.now()};
+    window.__hvit = {runs: 0, ended: 0, running: false, last: performance.now()};
+    const idle = (s) => !s || s === 'notRunning' || s === 'initial';
     new MutationObserver((records) => {
         const app = document.querySelector('[data-testid="stApp"]');
         const state = app ? app.getAttribute('data-test-script-state') : 'initial';
-        const running = state !== 'notRunning' && state !== 'initial';
+        const running = !idle(state);
         if (running && !window.__hvit.running) window.__hvit.runs += 1;
         window.__hvit.running = running;
+        // A short run can start and end within one batch of records (a busy page): the attribute is
+        // then idle again when this callback reads it. Its old values still show it ran.
+        for (const r of records) {
+            if (r.attributeName === 'data-test-script-state' && !idle(r.oldValue)) window.__hvit.ended += 1;
+        }
+        window.__hvit.runs = Math.max(window.__hvit.runs, window.__hvit.ended);
         for (const r of records) {
             const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
             if (el && el.closest('[data-testid="stMain"], [data-testid="stSidebar"]')) {
@@ -79,7 +87,8 @@ OBSERVER_JS = """(() => {
                 break;
             }
         }
-    }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+    }).observe(document, {subtree: true, childList: true, attributes: true, attributeOldValue: true,
+        characterData: true});
 })()"""
 STATE_JS = """() => ({
     answered: !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]'),
