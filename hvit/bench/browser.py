@@ -66,7 +66,24 @@ PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 # Streamlit's running indicator is hidden by ``toolbarMode = "minimal"``) and remembers when the app's
 # content (the main area or the sidebar) last changed (performance.now(), ms since the navigation).
 OBSERVER_JS = """(() => {
-    window.__hvit = {runs: 0, ended: 0, running: false, last: performance.now()};
+    // loads: how often this tab has (re)loaded the app (a reload starts the counts above from 0 again).
+    const loads = Number(sessionStorage.getItem('__hvit_loads') || 0) + 1;
+    try { sessionStorage.setItem('__hvit_loads', String(loads)); } catch (e) {}
+    window.__hvit = {runs: 0, ended: 0, running: false, last: performance.now(), loads: loads, what: '',
+        replies: 0, replied: 0};
+    // Every message the server sends (a script run's start, its elements, its end) is counted as it
+    // reaches the page. On a busy page React may apply a whole run's messages in one render, and the
+    // script state attribute then never leaves "notRunning": the messages still show the server answered.
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener('message', () => {
+                window.__hvit.replies += 1;
+                window.__hvit.replied = performance.now();
+            });
+        }
+    };
     const idle = (s) => !s || s === 'notRunning' || s === 'initial';
     new MutationObserver((records) => {
         const app = document.querySelector('[data-testid="stApp"]');
@@ -84,6 +101,12 @@ OBSERVER_JS = """(() => {
             const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
             if (el && el.closest('[data-testid="stMain"], [data-testid="stSidebar"]')) {
                 window.__hvit.last = performance.now();
+                // What changed last, for a page that never settles: the nearest Streamlit element, the
+                // kind of change and, for an attribute, its name.
+                const owner = el.closest('[data-testid]');
+                window.__hvit.what = (owner ? owner.getAttribute('data-testid') : el.tagName) + ' > '
+                    + el.tagName.toLowerCase() + (el.getAttribute('class') ? '.' + String(el.getAttribute('class')).split(' ')[0] : '')
+                    + ' ' + r.type + (r.attributeName ? ' ' + r.attributeName : '');
                 break;
             }
         }
@@ -99,14 +122,22 @@ STATE_JS = """() => ({
         && !document.querySelector('[data-testid="stSkeleton"]'),
     runs: window.__hvit ? window.__hvit.runs : 0,
     last: window.__hvit ? window.__hvit.last : 0,
+    replies: window.__hvit ? window.__hvit.replies : 0,
+    replied: window.__hvit ? window.__hvit.replied : 0,
     now: performance.now(),
 })"""
-BEFORE_JS = "() => [performance.now(), window.__hvit.runs]"
+# The page's clock, script runs and server messages just before an action (see `settle_times`).
+BEFORE_JS = "() => ({t: performance.now(), runs: window.__hvit.runs, replies: window.__hvit.replies})"
+NAVIGATION = {"t": 0.0, "runs": 0, "replies": 0}  # the same, for a page just opened: its navigation start
 WHY_JS = """() => ({
     script: (document.querySelector('[data-testid="stApp"]') || {getAttribute: () => 'no app'})
         .getAttribute('data-test-script-state'),
     runs: window.__hvit ? window.__hvit.runs : 0,
+    replies: window.__hvit ? window.__hvit.replies : 0,
     quiet_ms: window.__hvit ? performance.now() - window.__hvit.last : 0,
+    loads: window.__hvit ? window.__hvit.loads : 0,
+    what: window.__hvit ? window.__hvit.what : '',
+    url: location.pathname + location.search,
     stale: document.querySelectorAll('[data-stale="true"]').length,
     status: !!document.querySelector('[data-testid="stStatusWidget"]'),
     title: !!document.querySelector('[data-testid="stMain"] h1'),
@@ -240,56 +271,66 @@ def app_server(
 
 
 async def settle_times(
-    page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0
+    page, before: dict, quiet_s: float = 0.4, timeout_s: float = 120.0
 ) -> tuple[float, float]:  # noqa: ANN001 - a Playwright page
-    """Wait until a script run has followed the action and the page has settled.
+    """Wait until the server has answered the action and the page has settled.
 
     Args:
         page: the Playwright page.
-        since: the page's count of script runs before the action (settled only after another one: a
-            hover label drawn by the mouse is a change, not an answer).
-        t0_ms: the page's clock (``performance.now()``) when the action started.
-        quiet_s: how long without a change counts as settled.
+        before: the page's state just before the action (``BEFORE_JS``), or ``NAVIGATION`` for a page
+            just opened. The page counts as answered only once the server has sent something since (a
+            script run seen, or a message on its WebSocket): a hover label drawn by the mouse is a
+            change, not an answer.
+        quiet_s: how long without a change (to the page, and from the server) counts as settled.
         timeout_s: the most to wait; raises ``TimeoutError`` beyond it.
 
     Returns:
-        (settled, answered): seconds from ``t0_ms`` to the page's last change, and to the first moment
-        the script run had finished (the server's reply complete, its figures perhaps still drawing).
+        (settled, answered): seconds from the action to the page's last change, and to the end of the
+        server's reply (its last message, or the first moment the script run was seen finished), its
+        figures perhaps still drawing.
     """
+    t0_ms = before["t"]
     deadline = time.monotonic() + timeout_s
     answered = math.nan
     while True:
         state = await page.evaluate(STATE_JS)
-        if math.isnan(answered) and state["answered"] and state["runs"] > since:
+        replied = state["replies"] > before["replies"]
+        ran = state["runs"] > before["runs"] or replied
+        quiet = state["now"] - max(state["last"], state["replied"]) >= quiet_s * 1000
+        if math.isnan(answered) and state["answered"] and state["runs"] > before["runs"]:
             answered = max(0.0, (state["now"] - t0_ms) / 1000)
-        if state["ready"] and state["runs"] > since and state["now"] - state["last"] >= quiet_s * 1000:
+        if state["ready"] and ran and quiet:
             settled = max(0.0, (state["last"] - t0_ms) / 1000)
+            if replied:  # the server's last message: exact, where the polling above is 50 ms coarse
+                answered = max(0.0, (state["replied"] - t0_ms) / 1000)
             return settled, min(answered, settled) if not math.isnan(answered) else settled
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"the page did not settle within {timeout_s:.0f} s ({await _why(page, since)})"
+                f"the page did not settle within {timeout_s:.0f} s ({await _why(page, before)})"
             )
         await asyncio.sleep(0.05)
 
 
-async def _why(page, since: int) -> str:  # noqa: ANN001
+async def _why(page, before: dict) -> str:  # noqa: ANN001
     """What kept a page from settling, in a few words (and a screenshot of it in the temp folder)."""
+    state = await page.evaluate(WHY_JS)  # before the screenshot, which could change the page
     shot = Path(tempfile.mkstemp(prefix="hvit-unsettled-", suffix=".png")[1])
     try:
         await page.screenshot(path=str(shot))
     except Exception:  # a screenshot is a bonus; the words below are the report
         shot = None
-    state = await page.evaluate(WHY_JS)
     return (
-        f"script {state['script']}, runs {state['runs']} (before the action {since}), last change "
+        f"script {state['script']}, runs {state['runs']} (before the action {before['runs']}), server messages "
+        f"{state['replies']} (before {before['replies']}), last change "
         f"{state['quiet_ms'] / 1000:.1f} s ago, stale {state['stale']}, status widget {state['status']}, "
-        f"title {state['title']}" + (f"; screenshot {shot}" if shot else "")
+        f"title {state['title']}, tab loaded {state['loads']}x, at {state['url']}, last changed: "
+        f"{state['what'] or '-'}" + (f"; screenshot {shot}" if shot else "")
     )
 
 
-async def settle(page, since: int, t0_ms: float, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001
-    """`settle_times`'s first value: seconds from ``t0_ms`` until the page has settled."""
-    return (await settle_times(page, since, t0_ms, quiet_s, timeout_s))[0]
+async def settle(page, before: dict, quiet_s: float = 0.4, timeout_s: float = 120.0) -> float:  # noqa: ANN001
+    """`settle_times`'s first value: seconds from the action until the page has settled."""
+    return (await settle_times(page, before, quiet_s, timeout_s))[0]
 
 
 async def problems(page) -> list[str]:  # noqa: ANN001
@@ -314,12 +355,12 @@ async def timed(
         await page.bring_to_front()
         before = await page.evaluate(BEFORE_JS)
         await do()
-        seconds, answered = await settle_times(page, before[1], before[0], quiet_s, timeout_s)
+        seconds, answered = await settle_times(page, before, quiet_s, timeout_s)
         shown = await problems(page)
         if shown:
             error = shown[0]
     except Exception as err:  # a failed step is a row with its reason, and the lesson goes on
-        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:400]}"
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:700]}"
     return Step(name, action, seconds, os.getloadavg()[0], error, answered)
 
 
@@ -329,12 +370,11 @@ async def first_load(context, base: str, name: str, quiet_s: float, timeout_s: f
     error, answered = None, math.nan
     try:
         await page.goto(base + PAGES[name], wait_until="commit")
-        # page clock: 0 = navigation start
-        seconds, answered = await settle_times(page, 0, 0.0, quiet_s, timeout_s)
+        seconds, answered = await settle_times(page, NAVIGATION, quiet_s, timeout_s)
         shown = await problems(page)
         error = shown[0] if shown else None
     except Exception as err:
-        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:400]}"
+        seconds, error = math.nan, f"{type(err).__name__}: {str(err).splitlines()[0][:700]}"
     return page, Step(name, "first load", seconds, os.getloadavg()[0], error, answered)
 
 

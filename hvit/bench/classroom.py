@@ -46,6 +46,7 @@ from hvit.bench.browser import (
     BEFORE_JS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    NAVIGATION,
     OBSERVER_JS,
     VIEWPORT,
     Step,
@@ -179,7 +180,7 @@ async def _student(
 async def _open_training(context, base: str, quiet_s: float, timeout_s: float):  # noqa: ANN001, ANN202
     page = await context.new_page()
     await page.goto(base + "/training", wait_until="commit")
-    await settle(page, 0, 0.0, quiet_s, timeout_s)
+    await settle(page, NAVIGATION, quiet_s, timeout_s)
     return page
 
 
@@ -194,7 +195,7 @@ async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: AN
             continue  # already at its least (the validation set follows the training set): no rerun
         before = await page.evaluate(BEFORE_JS)
         await slider.press("Home")
-        await settle(page, before[1], before[0], quiet_s, timeout_s)
+        await settle(page, before, quiet_s, timeout_s)
 
 
 async def _trainers(
