@@ -21,7 +21,7 @@ def test_percentile_is_nearest_rank():
 def test_summary_line_separates_first_loads_from_clicks_and_counts_errors():
     steps = [
         Step("home", "first load", 1.5, 0.3),
-        Step("attention", "first load", 2.25, 0.4),
+        Step("attention", "first load", 2.25, 0.4, answered=1.1),
         Step("attention", "another head", 0.2, 0.4),
         Step("attention", "click on the image", 0.4, 0.4),
         Step("classroom", "Next → step 2", 0.1, 0.5),
@@ -31,10 +31,10 @@ def test_summary_line_separates_first_loads_from_clicks_and_counts_errors():
         "browser: first load max 2.25 s, interaction median 0.20 s, p95 0.40 s, errors 1"
     )
     table = format_table(steps).splitlines()
-    assert table[0].split() == ["page", "action", "seconds", "load", "1m", "error"]
+    assert table[0].split() == ["page", "action", "seconds", "answered", "load", "1m", "error"]
     assert len(table) == 1 + len(steps)
-    assert table[2].split() == ["attention", "first", "load", "2.25", "0.40"]
-    assert table[-1].split()[:6] == ["classroom", "Next", "→", "step", "3", "-"]
+    assert table[2].split() == ["attention", "first", "load", "2.25", "1.10", "0.40"]
+    assert table[-1].split()[:7] == ["classroom", "Next", "→", "step", "3", "-", "-"]
     assert table[-1].endswith("TimeoutError: did not settle")
 
 
