@@ -12,13 +12,17 @@ through Playwright with ``executable_path``) through a scripted lesson:
 - the attention page: another sample, a click on the image, another stage, another head, one
   attribution (another class explained);
 - every step of the classroom walkthrough (Next, five times);
-- the architecture explorer: another preset, then one parameter (the image size, one step up).
+- the architecture explorer: another preset, then one parameter (the image size, one step up);
+- moving between pages in the sidebar of the home page's tab (as a student does after opening the app
+  once): to the attention page, the walkthrough and the explorer.
 
-Each action is timed from the click to the page's last change once it has settled: a script run has
-followed the action and ended (the app's script state back to "notRunning", no running indicator), no
-stale element left, no loading skeleton, and no change to the page for ``--quiet-s`` seconds (the
-figures drawn). A MutationObserver in the page records
-when the page last changed, so the quiet wait itself is not counted. It prints one row per action, with
+Each action is timed from the click to the page's last change once it has settled: the server has
+answered it (a script run seen in the app's script state, or messages on the page's WebSocket: a busy
+page may apply a whole run in one render, and its script state then never leaves "notRunning"), the
+script state is "notRunning", no running indicator, no stale element left, no loading skeleton, and
+neither the page nor the server has changed anything for ``--quiet-s`` seconds (the figures drawn). A
+MutationObserver in the page records when the page last changed, so the quiet wait itself is not
+counted. The table also gives when the server's reply was complete (its last message read by the page). It prints one row per action, with
 the 1-minute load average when it ran (the machine may be shared: read the figures with it), and last
 one line: ``browser: first load max X s, interaction median Y s, p95 Z s, errors N``.
 """
@@ -155,8 +159,8 @@ class Step:
         seconds: from the action to the page's last change once settled (NaN when it failed).
         load: the 1-minute load average when it ended.
         error: what went wrong (an error shown on the page, a timeout), or ``None``.
-        answered: from the action to the end of the server's reply (the script run it started has
-            finished and the browser has all its elements; drawing them may still go on). NaN if unknown.
+        answered: from the action to the end of the server's reply (its last message read by the page,
+            or the script run seen finished; drawing may still go on). NaN if unknown.
     """
 
     page: str
@@ -453,8 +457,6 @@ async def lesson(
         page, step = await first_load(context, base, name, quiet_s)
         pages[name] = page
         add(step)
-        if name == "home" and not short:
-            await page.close()  # only the home page is left alone
 
     att = pages["attention"]
     if not short:
@@ -481,6 +483,18 @@ async def lesson(
             '[data-testid="stNumberInputStepUp"]'
         )
         await act(arch, "architecture", "image size one step up", step_up.click)
+
+        # A student opens the app once and moves between pages in the sidebar: the browser keeps
+        # Streamlit's code and only the page's own script runs. Timed in the home page's tab, left alone
+        # until now (its first chart page still loads plotly.js's code once).
+        home = pages["home"]
+        for title, name in (
+            ("Attention and attributions", "attention"),
+            ("Classroom walkthrough", "classroom"),
+            ("Architecture explorer", "architecture"),
+        ):
+            link = home.locator('[data-testid="stSidebarNavLink"]').filter(has_text=title).first
+            await act(home, "sidebar", f"to the {name} page", link.click)
     for page in pages.values():
         if not page.is_closed():
             await page.close()

@@ -15,9 +15,9 @@ the training page:
 - the next three start tiny runs (one epoch of 60 shapes) one after the other: they must finish in the
   order they joined the queue.
 
-Two times are taken for every action: *answered*, until the script run it started has finished and the
-browser holds all its elements (what the server costs), and *drawn*, until the page has also drawn them
-and settled (what a student waits for). In a class each student's browser runs on the student's device;
+Two times are taken for every action: *answered*, until the last message of the server's reply has
+reached the page (what the server costs, plus the page's delay in reading it when busy), and *drawn*,
+until the page has also drawn it and settled (what a student waits for). In a class each student's browser runs on the student's device;
 here all K run on the server's 2 cores, below the pages' CPU priority and above training's
 (``--browser-nice``) so that they do not starve the server they measure, which makes *drawn* an upper
 bound. A K "holds" when the server
@@ -59,14 +59,16 @@ from hvit.bench.browser import (
     widget,
 )
 
+# The tiny runs' settings: each select slider's least value, as the page shows it (``aria-valuetext``).
+TINY = (("Training images per epoch", "60"), ("Validation images", "30"))
+
 
 @dataclass
 class Round:
     """What happened with K sessions.
 
     A round holds when no page showed an error or failed to settle and the server answered every action
-    within ``answer_limit_s`` (`Step.answered`: the script run finished and its elements reached the
-    browser). The drawing that follows is timed too (`Step.seconds`) but is not the server's: here it is
+    within ``answer_limit_s`` (`Step.answered`: the server's reply complete in the browser). The drawing that follows is timed too (`Step.seconds`) but is not the server's: here it is
     the K browsers sharing the server's cores at a lower priority, in a class each student's device.
     """
 
@@ -185,17 +187,19 @@ async def _open_training(context, base: str, quiet_s: float, timeout_s: float): 
 
 
 async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
-    """One epoch of 60 training and 30 validation images (each change is one rerun)."""
+    """One epoch of 60 training and 30 validation images (each change is one rerun); checked."""
     epochs = widget(page, "stNumberInput", "Epochs").locator("input")
     await epochs.fill("1")
     await epochs.press("Enter")
-    for label in ("Training images per epoch", "Validation images"):
+    for label, least in TINY:
         slider = widget(page, "stSlider", label).get_by_role("slider")
-        if await slider.get_attribute("aria-valuenow") == await slider.get_attribute("aria-valuemin"):
-            continue  # already at its least (the validation set follows the training set): no rerun
-        before = await page.evaluate(BEFORE_JS)
-        await slider.press("Home")
-        await settle(page, before, quiet_s, timeout_s)
+        if await slider.get_attribute("aria-valuetext") != least:  # a slider at its least: no rerun
+            before = await page.evaluate(BEFORE_JS)
+            await slider.press("Home")
+            await settle(page, before, quiet_s, timeout_s)
+        value = await slider.get_attribute("aria-valuetext")
+        if value != least:
+            raise RuntimeError(f"the training page's {label!r} reads {value!r}, not {least!r}")
 
 
 async def _trainers(
