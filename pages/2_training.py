@@ -6,6 +6,7 @@ import hashlib
 import math
 import shutil
 import tempfile
+import time
 import uuid
 
 import streamlit as st
@@ -90,11 +91,12 @@ def _use_model() -> None:
     common.use_trained_model()
 
 
+def _duration(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "estimating the time left"
-    left = f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
-    return f"about {left} left"
+    return f"about {_duration(seconds)} left" if math.isfinite(seconds) else "estimating the time left"
 
 
 # ----- settings ---------------------------------------------------------------------------------------
@@ -263,8 +265,12 @@ def live_view() -> None:
         epochs_done = len(run.epochs)
         last = run.epochs[-1] if run.epochs else {}
         accuracy = f", validation accuracy {last['val_accuracy']:.0%}" if "val_accuracy" in last else ""
+        # When and how long (the server's clock): a tab looked at again later still tells the run apart.
+        ended = time.strftime("%H:%M:%S", time.localtime(run.ended_at))
+        took = _duration(run.ended_at - run.started_at)
         st.success(
-            f"Training completed: {epochs_done} epoch{'s' if epochs_done != 1 else ''}{accuracy}.",
+            f"Training completed at {ended}, after {took}: {epochs_done} epoch{'s' if epochs_done != 1 else ''}"
+            f"{accuracy}.",
             icon=":material/check_circle:",
         )
 

@@ -44,7 +44,11 @@ def test_one_epoch_on_a_tiny_set_shows_curves_and_results() -> None:
     assert not at.exception and not at.error
     assert len(run.epochs) == 1 and run.batches
     assert len(run.snapshots) == 2  # before training and after the epoch
-    assert any("Training completed" in s.value for s in at.success)
+    # when it ended, on the server's clock, and how long it took (from Start)
+    assert run.started_at is not None and run.started_at <= run.ended_at <= time.time()
+    ended = time.strftime("%H:%M:%S", time.localtime(run.ended_at))
+    done = [s.value for s in at.success if "Training completed" in s.value]
+    assert done and done[0].startswith(f"Training completed at {ended}, after "), done
     # curves, the attention snapshots and the confusion matrix
     assert len(at.get("plotly_chart")) == 3
     assert at.get("download_button")

@@ -99,3 +99,18 @@ def test_reading_times_are_reproducible_and_around_the_mean():
     assert first == again and first != other  # fixed per student, different between students
     assert all(2.0 <= t <= 6.0 for t in first)
     assert 3.0 < sum(first) / len(first) < 5.0
+
+
+def test_the_trainings_finish_order_comes_from_the_servers_clock_on_each_page():
+    from hvit.bench.classroom import finish_order
+
+    texts = {
+        1: "Training completed at 10:12:09, after 6 s: 1 epoch, validation accuracy 40%.",
+        2: "Training completed at 10:12:03, after 5 s: 1 epoch.",
+        3: "Training completed at 10:12:09, after 4 s: 1 epoch.",
+    }
+    assert finish_order(texts) == [2, 1, 3]  # same second: by number
+    across_midnight = {1: "completed at 23:59:58", 2: "completed at 00:00:04"}
+    assert finish_order(across_midnight) == [1, 2]
+    with pytest.raises(ValueError, match="trainer 2's page does not say when"):
+        finish_order({1: "completed at 10:00:00", 2: "Training completed."})

@@ -36,6 +36,7 @@ import asyncio
 import math
 import os
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -231,11 +232,31 @@ async def _trainers(
     )
     r.handover_s = time.monotonic() - closed
 
-    async def finished(i: int, page) -> None:  # noqa: ANN001
-        await page.get_by_text("Training completed").first.wait_for(timeout=run_timeout_s * 1000)
-        r.finish_order.append(i)
+    async def finished(page) -> str:  # noqa: ANN001
+        done = page.get_by_text("Training completed").first
+        await done.wait_for(timeout=run_timeout_s * 1000)
+        return await done.inner_text()
 
-    await asyncio.gather(*(finished(i, p) for i, p in zip(r.join_order, tiny, strict=True)))
+    # The order comes from the server's clock as each page reports it ("Training completed at 10:12:03,
+    # after 14 s"), not from when each page showed it: a busy browser may draw a later run's end first.
+    texts = await asyncio.gather(*(finished(p) for p in tiny))
+    r.finish_order = finish_order(dict(zip(r.join_order, texts, strict=True)))
+
+
+def finish_order(texts: dict[int, str]) -> list[int]:
+    """The trainers in the order their runs ended, from each page's "Training completed at HH:MM:SS"
+    (the server's clock; runs ending within the same second keep their numbers' order)."""
+    ends = {}
+    for i, text in texts.items():
+        match = re.search(r"completed at (\d\d):(\d\d):(\d\d)", text)
+        if match is None:
+            raise ValueError(f"trainer {i}'s page does not say when its run ended: {text[:200]!r}")
+        h, m, sec = (int(v) for v in match.groups())
+        ends[i] = h * 3600 + m * 60 + sec
+    # a class across midnight: when the times span more than half a day, the small ones are the next day's
+    if ends and max(ends.values()) - min(ends.values()) > 43200:
+        ends = {i: t + 86400 if t < 43200 else t for i, t in ends.items()}
+    return sorted(ends, key=lambda i: (ends[i], i))
 
 
 async def run_round(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ class LiveTraining:
         results: after the run: ``confusion`` (C, C) array and ``samples`` (images, labels, predictions,
             probabilities) of the validation set.
         nice: the CPU priority the run's thread got (0 normal, up to 19 lowest; `start`).
+        started_at: when `start` was called (``time.time()``), ``None`` before.
+        ended_at: when the run ended, completed, stopped or failed (``time.time()``), ``None`` before.
     """
 
     def __init__(self, request: TrainingRequest) -> None:
@@ -90,6 +93,8 @@ class LiveTraining:
         self.results: dict | None = None
         self.total_steps = 0
         self.nice = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -124,17 +129,22 @@ class LiveTraining:
         """
         import threading
 
-        self.phase = "preparing"
+        self.phase, self.started_at = "preparing", time.time()
         self._thread = threading.Thread(
             target=self._run, args=(num_threads, nice), name="hvit-live-training", daemon=True
         )
         self._thread.start()
 
+    def _end(self, phase: str, message: str) -> None:
+        # The time first: a page that sees the run ended also sees when.
+        self.ended_at = time.time()
+        self.phase, self.message = phase, message
+
     def stop(self) -> None:
         """Ask the run to stop after the current batch (thread-safe); a run not started yet ends here."""
         self._stop.set()
         if self.phase in ("ready", "queued"):
-            self.phase, self.message = "stopped", "stopped before it started"
+            self._end("stopped", "stopped before it started")
         if self.trainer is not None:
             self.trainer.request_stop()
 
@@ -225,7 +235,7 @@ class LiveTraining:
             self.snapshot_image = _denormalise(model, self._snapshot_input)[0]
             self._snapshot(0)
             if self._stop.is_set():
-                self.phase, self.message = "stopped", "stopped before the first batch"
+                self._end("stopped", "stopped before the first batch")
                 return
             r = self.request
             config = TrainConfig(
@@ -245,9 +255,9 @@ class LiveTraining:
             model.eval()
             if self.epochs or self.batches:
                 self.results = self._evaluate()  # before the phase changes: a UI that sees the end sees these
-            self.phase, self.message = self.trainer.status, self.trainer.message
+            self._end(self.trainer.status, self.trainer.message)
         except Exception as err:  # shown to the user as the reason the run failed
-            self.phase, self.message = "failed", f"{type(err).__name__}: {err}" if not str(err) else str(err)
+            self._end("failed", f"{type(err).__name__}: {err}" if not str(err) else str(err))
             if self.model is not None:
                 self.model.eval()
 
