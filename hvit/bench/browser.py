@@ -22,9 +22,9 @@ page may apply a whole run in one render, and its script state then never leaves
 script state is "notRunning", no running indicator, no stale element left, no loading skeleton, and
 neither the page nor the server has changed anything for ``--quiet-s`` seconds (the figures drawn). A
 MutationObserver in the page records when the page last changed, so the quiet wait itself is not
-counted. The table also gives when the server's reply was complete (its last message read by the page). It prints one row per action, with
-the 1-minute load average when it ran (the machine may be shared: read the figures with it), and last
-one line: ``browser: first load max X s, interaction median Y s, p95 Z s, errors N``.
+counted. It prints one row per action, with when the server's reply was complete (its last message read
+by the page) and the 1-minute load average when it ran (the machine may be shared: read the figures
+with it), and last one line: ``browser: first load max X s, interaction median Y s, p95 Z s, errors N``.
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ OBSERVER_JS = """(() => {
                 // What changed last, for a page that never settles: the nearest Streamlit element, the
                 // kind of change and, for an attribute, its name.
                 const owner = el.closest('[data-testid]');
+                const cls = el.getAttribute('class');
                 window.__hvit.what = (owner ? owner.getAttribute('data-testid') : el.tagName) + ' > '
-                    + el.tagName.toLowerCase() + (el.getAttribute('class') ? '.' + String(el.getAttribute('class')).split(' ')[0] : '')
+                    + el.tagName.toLowerCase() + (cls ? '.' + String(cls).split(' ')[0] : '')
                     + ' ' + r.type + (r.attributeName ? ' ' + r.attributeName : '');
                 break;
             }
@@ -327,8 +328,8 @@ async def _why(page, before: dict) -> str:  # noqa: ANN001
     except Exception:  # a screenshot is a bonus; the words below are the report
         shot = None
     return (
-        f"script {state['script']}, runs {state['runs']} (before the action {before['runs']}), server messages "
-        f"{state['replies']} (before {before['replies']}), last change "
+        f"script {state['script']}, runs {state['runs']} (before the action {before['runs']}), server "
+        f"messages {state['replies']} (before {before['replies']}), last change "
         f"{state['quiet_ms'] / 1000:.1f} s ago, stale {state['stale']}, status widget {state['status']}, "
         f"title {state['title']}, tab loaded {state['loads']}x, at {state['url']}, last changed: "
         f"{state['what'] or '-'}" + (f"; screenshot {shot}" if shot else "")

@@ -18,10 +18,10 @@ the training page:
 
 Two times are taken for every action: *answered*, until the last message of the server's reply has
 reached the page (what the server costs, plus the page's delay in reading it when busy), and *drawn*,
-until the page has also drawn it and settled (what a student waits for). In a class each student's browser runs on the student's device;
-here all K run on the server's 2 cores, below the pages' CPU priority and above training's
-(``--browser-nice``) so that they do not starve the server they measure, which makes *drawn* an upper
-bound. A K "holds" when the server
+until the page has also drawn it and settled (what a student waits for). In a class each student's
+browser runs on the student's device; here all K run on the server's 2 cores, below the pages' CPU
+priority and above training's (``--browser-nice``) so that they do not starve the server they measure,
+which makes *drawn* an upper bound. A K "holds" when the server
 answered every action within ``--timeout-s``, every page settled within ``--draw-timeout-s`` and no
 page showed an error. It prints, per K, both percentiles of the clicks and the first loads, the
 trainings' finish order and how soon the closed tab's slot was given to the next run, and last one
@@ -64,7 +64,7 @@ from hvit.bench.browser import (
 # The short runs' settings: each select slider, how many steps up from its least value, and the value
 # the page then shows (``aria-valuetext``). A few seconds per run: apart enough for their ends, which
 # the pages show to the second, to give their order.
-TINY = (("Training images per epoch", 2, "300"), ("Validation images", 0, "30"))
+SHORT_RUN = (("Training images per epoch", 2, "300"), ("Validation images", 0, "30"))
 
 
 @dataclass
@@ -72,14 +72,15 @@ class Round:
     """What happened with K sessions.
 
     A round holds when no page showed an error or failed to settle and the server answered every action
-    within ``answer_limit_s`` (`Step.answered`: the server's reply complete in the browser). The drawing that follows is timed too (`Step.seconds`) but is not the server's: here it is
-    the K browsers sharing the server's cores at a lower priority, in a class each student's device.
+    within ``answer_limit_s`` (`Step.answered`: the server's reply complete in the browser). The drawing
+    that follows is timed too (`Step.seconds`) but is not the server's: here it is the K browsers sharing
+    the server's cores at a lower priority, in a class each student's device.
     """
 
     k: int
     steps: list[Step] = field(default_factory=list)
-    finish_order: list[int] = field(default_factory=list)  # tiny trainers, in the order they finished
-    join_order: list[int] = field(default_factory=list)  # tiny trainers, in the order they queued
+    finish_order: list[int] = field(default_factory=list)  # short-run trainers, in the order they finished
+    join_order: list[int] = field(default_factory=list)  # short-run trainers, in the order they queued
     handover_s: float | None = None  # from the closed tab to the next run starting
     training_errors: list[str] = field(default_factory=list)
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -190,12 +191,12 @@ async def _open_training(context, base: str, quiet_s: float, timeout_s: float): 
     return page
 
 
-async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
+async def _set_short_run(page, quiet_s: float, timeout_s: float) -> None:  # noqa: ANN001
     """One epoch of 300 training and 30 validation images (each change is one rerun); checked."""
     epochs = widget(page, "stNumberInput", "Epochs").locator("input")
     await epochs.fill("1")
     await epochs.press("Enter")
-    for label, rights, want in TINY:
+    for label, rights, want in SHORT_RUN:
         slider = widget(page, "stSlider", label).get_by_role("slider")
         for key in ("Home", *["ArrowRight"] * rights):
             value = await slider.get_attribute("aria-valuetext")
@@ -214,27 +215,27 @@ async def _set_tiny(page, quiet_s: float, timeout_s: float) -> None:  # noqa: AN
 async def _trainers(
     contexts: list, base: str, r: Round, quiet_s: float, timeout_s: float, run_timeout_s: float
 ) -> None:
-    """The long run whose tab closes (``contexts[0]``), then three tiny runs in ``contexts[1:4]`` (each in
+    """The long run whose tab closes (``contexts[0]``), then three short runs in ``contexts[1:4]`` (each in
     a browser window of its own) that must finish in order."""
     long_page = await _open_training(contexts[0], base, quiet_s, timeout_s)
     await long_page.get_by_role("button", name="Start").click()
     await long_page.get_by_role("button", name="Stop").wait_for(timeout=timeout_s * 1000)  # it holds the slot
 
-    tiny = []
+    short = []
     for i in range(1, 4):
         page = await _open_training(contexts[i], base, quiet_s, timeout_s)
-        await _set_tiny(page, quiet_s, timeout_s)
+        await _set_short_run(page, quiet_s, timeout_s)
         await page.get_by_role("button", name="Start").click()
         await page.get_by_text("Waiting for the training queue").first.wait_for(timeout=timeout_s * 1000)
-        tiny.append(page)
+        short.append(page)
         r.join_order.append(i)
 
     shot = Path(tempfile.gettempdir()) / f"hvit-classroom-waiting-k{r.k}.png"
-    await tiny[-1].screenshot(path=str(shot))  # the last in the queue: its place and expected wait
+    await short[-1].screenshot(path=str(shot))  # the last in the queue: its place and expected wait
     print(f"    screenshot of a waiting tab: {shot}", flush=True)
     closed = time.monotonic()
     await long_page.close()  # the tab goes away, and with it its Streamlit session
-    first = tiny[0]
+    first = short[0]
     await first.get_by_text("Waiting for the training queue").first.wait_for(
         state="detached", timeout=run_timeout_s * 1000
     )
@@ -247,7 +248,7 @@ async def _trainers(
 
     # The order comes from the server's clock as each page reports it ("Training completed at 10:12:03,
     # after 14 s"), not from when each page showed it: a busy browser may draw a later run's end first.
-    texts = await asyncio.gather(*(finished(p) for p in tiny))
+    texts = await asyncio.gather(*(finished(p) for p in short))
     r.finish_order = finish_order(dict(zip(r.join_order, texts, strict=True)))
 
 
