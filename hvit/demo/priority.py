@@ -13,7 +13,14 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["lower_this_thread"]
+__all__ = ["check_nice", "lower_this_thread"]
+
+
+def check_nice(nice: int) -> int:
+    """``nice`` if it is a nice value a thread may take (0 normal to 19 lowest), else ``ValueError``."""
+    if not 0 <= nice <= 19:
+        raise ValueError(f"nice must be from 0 (normal) to 19 (lowest priority), got {nice}")
+    return nice
 
 
 def lower_this_thread(nice: int) -> bool:
@@ -32,8 +39,7 @@ def lower_this_thread(nice: int) -> bool:
     Raises:
         ValueError: ``nice`` outside 0..19.
     """
-    if not 0 <= nice <= 19:
-        raise ValueError(f"nice must be from 0 (normal) to 19 (lowest priority), got {nice}")
+    check_nice(nice)
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hvit.demo.live_training import TrainingRequest
+from hvit.demo.priority import check_nice
 
 MIB = 2**20
 DEFAULT_IMAGES_PER_SEC = 300.0  # a classroom preset on two laptop cores; replaced by measured rates
@@ -149,9 +150,7 @@ class TrainingQueue:
             raise ValueError(
                 f"max_jobs and threads_per_job must be at least 1, got {max_jobs} and {threads_per_job}"
             )
-        if not 0 <= nice <= 19:
-            raise ValueError(f"nice must be from 0 (normal) to 19 (lowest priority), got {nice}")
-        self.max_jobs, self.threads_per_job, self.nice = max_jobs, threads_per_job, nice
+        self.max_jobs, self.threads_per_job, self.nice = max_jobs, threads_per_job, check_nice(nice)
         self.memory_budget, self.disk_budget = memory_budget, disk_budget
         self.is_active = is_active
         self.poll_s = poll_s
